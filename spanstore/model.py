@@ -1,0 +1,490 @@
+"""The span model: what a stored span is.
+
+Every type here is an immutable msgspec ``Struct`` (or ``IntEnum``). A span is never changed once built, so the
+store can hand the very objects it holds to callers: nobody can corrupt the store through a result, and no lock
+is needed to read one.
+
+Memory is the design constraint (a full default store must stay under 256 MB), so:
+
+* ids and names are interned strings (a child's ``parent_span_id`` is the very string of its parent's
+  ``span_id``; every span of a trace shares one ``trace_id`` string);
+* attributes are an :class:`AttributeMap`: a shared tuple of keys plus a tuple of values, about a third of the
+  size of a ``dict``;
+* :class:`Resource` and :class:`Scope` are shared between the spans that have them, not copied;
+* structs are ``gc=False``: they can hold no reference cycles, and the cyclic GC would otherwise spend ~40% of a
+  replay walking them.
+
+Enum numbering is OTLP's (``SpanKind.INTERNAL == 1``), not the SDK's (``trace.SpanKind.INTERNAL == 0``), because
+OTLP is the file format.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+import msgspec
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = [
+    "AttributeMap",
+    "AttributeValue",
+    "Resource",
+    "Scope",
+    "SpanEvent",
+    "SpanKind",
+    "SpanLink",
+    "StatusCode",
+    "StoredSpan",
+    "attribute_values_equal",
+]
+
+#: What an attribute value may be: OTel's scalar types, homogeneous tuples of them, and what OTLP also allows on
+#: import (``bytes``, ``None`` for an empty AnyValue, nested tuples and :class:`AttributeMap` for kvlists).
+AttributeValue = Union[str, bool, int, float, bytes, None, tuple, "AttributeMap"]
+
+_intern = sys.intern
+
+
+class SpanKind(enum.IntEnum):
+    """The span kind, numbered as in OTLP (``opentelemetry.proto.trace.v1.Span.SpanKind``)."""
+
+    UNSPECIFIED = 0
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+
+class StatusCode(enum.IntEnum):
+    """The span status code, numbered as in OTLP and the SDK."""
+
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+def attribute_values_equal(a: object, b: object) -> bool:
+    """Compare two attribute values strictly: same type and same value, NaN equal to NaN.
+
+    Python's ``==`` says ``1 == 1.0 == True``; an attribute store must not, or ``"500"``, ``500`` and ``500.0``
+    would be confused.
+
+    >>> attribute_values_equal(1, True), attribute_values_equal(1.0, 1), attribute_values_equal((1, 2), (1, 2))
+    (False, False, True)
+    """
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return a == b or (a != a and b != b)  # NaN is equal to NaN here, as in the file
+    if type(a) is tuple:
+        return len(a) == len(b) and all(map(attribute_values_equal, a, b))  # type: ignore[arg-type]
+    return a == b
+
+
+def _hashable_key(value: object) -> object:
+    """A hash key consistent with :func:`attribute_values_equal` (NaN's own hash is per object)."""
+    if type(value) is float and value != value:
+        return ("nan",)
+    if type(value) is tuple:
+        return tuple(map(_hashable_key, value))
+    return (type(value).__name__, value)
+
+
+class AttributeMap(msgspec.Struct, frozen=True, gc=False):
+    """An immutable, compact mapping of attribute keys to values, in insertion order.
+
+    Behaves as a read-only ``Mapping`` (``m["http.route"]``, ``m.get(...)``, ``dict(m)``) and compares strictly
+    by type (``{"code": 500}`` is not ``{"code": "500"}``). Build one with :meth:`of`.
+
+    >>> m = AttributeMap.of({"http.route": "/cart", "http.status_code": 500})
+    >>> m["http.status_code"], len(m), "http.route" in m
+    (500, 2, True)
+    >>> m == {"http.route": "/cart", "http.status_code": 500}, m == {"http.route": "/cart", "http.status_code": "500"}
+    (True, False)
+    """
+
+    keys_: tuple[str, ...] = ()
+    values_: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, items: Mapping[str, Any] | None = None) -> AttributeMap:
+        """Build from a mapping (or return the shared empty map for ``None``/empty)."""
+        if not items:
+            return EMPTY_ATTRIBUTES
+        if isinstance(items, AttributeMap):
+            return items
+        return cls.from_pairs(list(items.keys()), list(items.values()))
+
+    @classmethod
+    def from_pairs(cls, keys: list[str] | tuple[str, ...], values: list[Any] | tuple[Any, ...]) -> AttributeMap:
+        """Build from parallel key and value sequences; keys are interned and the key tuple is shared."""
+        if not keys:
+            return EMPTY_ATTRIBUTES
+        return cls(share_keys(tuple(keys)), tuple(values))
+
+    # --- Mapping protocol -------------------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.values_[self.keys_.index(key)]
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys_
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value for ``key``, or ``default``."""
+        try:
+            return self.values_[self.keys_.index(key)]
+        except ValueError:
+            return default
+
+    def keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The keys, in insertion order."""
+        return self.keys_
+
+    def values(self) -> tuple[Any, ...]:  # type: ignore[override]
+        """The values, in insertion order."""
+        return self.values_
+
+    def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        """``(key, value)`` pairs, in insertion order."""
+        return zip(self.keys_, self.values_, strict=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A fresh ``dict`` (nested maps become dicts too)."""
+        return {key: (value.to_dict() if isinstance(value, AttributeMap) else value) for key, value in self.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AttributeMap):
+            if self.keys_ == other.keys_:
+                return all(map(attribute_values_equal, self.values_, other.values_))
+            other_items = dict(other.items())
+        elif isinstance(other, Mapping):
+            other_items = dict(other.items())
+        else:
+            return NotImplemented
+        if len(other_items) != len(self.keys_):
+            return False
+        missing = object()
+        return all(attribute_values_equal(v, other_items.get(k, missing)) for k, v in self.items())
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self) -> int:
+        return hash(frozenset(zip(self.keys_, map(_hashable_key, self.values_), strict=True)))
+
+    def __repr__(self) -> str:
+        return f"AttributeMap({self.to_dict()!r})"
+
+
+Mapping.register(AttributeMap)
+
+EMPTY_ATTRIBUTES = AttributeMap()
+
+# Key tuples repeat across spans of the same operation: share one tuple object per distinct key set.
+_shared_key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHARED_KEY_TUPLES_MAX = 65_536
+
+
+def share_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the shared instance of this tuple of attribute keys (interned keys, one tuple per key set)."""
+    shared = _shared_key_tuples.get(keys)
+    if shared is not None:
+        return shared
+    shared = tuple(map(_intern, keys))
+    if len(_shared_key_tuples) < _SHARED_KEY_TUPLES_MAX:
+        _shared_key_tuples[shared] = shared
+    return shared
+
+
+class Resource(msgspec.Struct, frozen=True, gc=False):
+    """The entity that produced spans (``service.name`` and friends). Shared, never copied, between spans."""
+
+    attributes: AttributeMap = EMPTY_ATTRIBUTES
+    schema_url: str = ""
+    dropped_attributes_count: int = 0
+
+    @property
+    def service_name(self) -> str:
+        """``service.name``, or ``"unknown_service"`` (the SDK's default) when absent or not a string."""
+        name = self.attributes.get("service.name")
+        return name if isinstance(name, str) and name else "unknown_service"
+
+
+class Scope(msgspec.Struct, frozen=True, gc=False):
+    """The instrumentation scope (library) that produced spans. Shared, never copied, between spans."""
+
+    name: str = ""
+    version: str = ""
+    attributes: AttributeMap = EMPTY_ATTRIBUTES
+    schema_url: str = ""
+    dropped_attributes_count: int = 0
+
+
+EMPTY_RESOURCE = Resource()
+EMPTY_SCOPE = Scope()
+
+
+class SpanEvent(msgspec.Struct, frozen=True, gc=False):
+    """A timestamped event on a span (``exception`` events carry ``exception.type``/``message``/``stacktrace``)."""
+
+    name: str
+    time_unix_nano: int
+    attributes: AttributeMap = EMPTY_ATTRIBUTES
+    dropped_attributes_count: int = 0
+
+
+class SpanLink(msgspec.Struct, frozen=True, gc=False):
+    """A link from a span to another span, possibly in another trace."""
+
+    trace_id: str
+    span_id: str
+    trace_state: str = ""
+    attributes: AttributeMap = EMPTY_ATTRIBUTES
+    dropped_attributes_count: int = 0
+    flags: int = 0
+
+
+class StoredSpan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One finished span, as stored. Immutable and safe to share between threads.
+
+    Ids are lowercase hex (trace 32 chars, span 16 chars); a root span has ``parent_span_id=None``. Times are
+    integer Unix nanoseconds. ``flags`` holds the OTLP span flags (W3C trace flags plus the
+    ``HAS_IS_REMOTE``/``IS_REMOTE`` bits of the parent context).
+
+    >>> span = StoredSpan(trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+    ...                   name="GET /cart", start_time_unix_nano=1_000, end_time_unix_nano=251_000,
+    ...                   status_code=StatusCode.ERROR, attributes=AttributeMap.of({"error.type": "Timeout"}))
+    >>> span.duration_ns, span.is_root, span.error_type, span.service_name
+    (250000, True, 'Timeout', 'unknown_service')
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None = None
+    name: str
+    kind: SpanKind = SpanKind.INTERNAL
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    status_code: StatusCode = StatusCode.UNSET
+    status_message: str = ""
+    attributes: AttributeMap = EMPTY_ATTRIBUTES
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[SpanLink, ...] = ()
+    resource: Resource = EMPTY_RESOURCE
+    scope: Scope = EMPTY_SCOPE
+    trace_state: str = ""
+    flags: int = 0
+    dropped_attributes_count: int = 0
+    dropped_events_count: int = 0
+    dropped_links_count: int = 0
+
+    @property
+    def duration_ns(self) -> int:
+        """``end_time_unix_nano - start_time_unix_nano``."""
+        return self.end_time_unix_nano - self.start_time_unix_nano
+
+    @property
+    def is_root(self) -> bool:
+        """True when the span has no parent."""
+        return self.parent_span_id is None
+
+    @property
+    def service_name(self) -> str:
+        """The resource's ``service.name`` (``"unknown_service"`` when absent)."""
+        return self.resource.service_name
+
+    @property
+    def is_error(self) -> bool:
+        """True when the status code is ERROR."""
+        return self.status_code == StatusCode.ERROR
+
+    @property
+    def error_type(self) -> str | None:
+        """Attribute ``error.type``, else the ``exception.type`` of the first ``exception`` event, else None."""
+        value = self.attributes.get("error.type")
+        if value is not None:
+            return value if isinstance(value, str) else str(value)
+        for event in self.events:
+            if event.name == "exception":
+                exc_type = event.attributes.get("exception.type")
+                if exc_type is not None:
+                    return exc_type if isinstance(exc_type, str) else str(exc_type)
+                return None
+        return None
+
+    @classmethod
+    def from_readable_span(cls, span: ReadableSpan) -> StoredSpan:
+        """Convert a finished OpenTelemetry SDK span, faithfully (every field, attribute type, event and link).
+
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        >>> exporter = InMemorySpanExporter()
+        >>> provider = TracerProvider()
+        >>> provider.add_span_processor(SimpleSpanProcessor(exporter))
+        >>> with provider.get_tracer("doc").start_as_current_span("work", attributes={"n": 3}):
+        ...     pass
+        >>> stored = StoredSpan.from_readable_span(exporter.get_finished_spans()[0])
+        >>> stored.name, stored.attributes["n"], stored.kind.name, len(stored.span_id)
+        ('work', 3, 'INTERNAL', 16)
+        """
+        return from_readable_span(span)
+
+
+# --- conversion from the SDK --------------------------------------------------------------------------------------
+
+# otel SpanKind.value (INTERNAL=0 ... CONSUMER=4) -> OTLP SpanKind
+_KINDS_BY_SDK_VALUE = (SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER)
+_STATUS_BY_SDK_VALUE = (StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR)
+
+# OTLP SpanFlags bits for the parent (or linked) context: the SDK always knows whether it is remote.
+FLAG_CONTEXT_HAS_IS_REMOTE = 0x100
+FLAG_CONTEXT_IS_REMOTE = 0x200
+
+
+class _IdentityCache:
+    """Converted SDK resources/scopes, keyed by the identity of the SDK object (which it keeps alive).
+
+    SDK resources and scopes are shared by every span of a provider/tracer, so converting each once and sharing
+    the result is both faster and smaller. Bounded: cleared when full, which only costs a re-conversion.
+    """
+
+    __slots__ = ("_entries",)
+    _MAX = 1024
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[object, Any]] = {}
+
+    def get(self, obj: object) -> Any:
+        entry = self._entries.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        return None
+
+    def put(self, obj: object, converted: Any) -> None:
+        if len(self._entries) >= self._MAX:
+            self._entries = {}
+        self._entries[id(obj)] = (obj, converted)
+
+
+_resource_cache = _IdentityCache()
+_scope_cache = _IdentityCache()
+
+
+def _sdk_attributes(attributes: Mapping[str, Any] | None) -> AttributeMap:
+    if not attributes:
+        return EMPTY_ATTRIBUTES
+    values = []
+    for value in attributes.values():
+        if type(value) is str and len(value) <= 64:
+            value = _intern(value)
+        elif isinstance(value, list):  # the SDK keeps tuples; a user's own Mapping may not
+            value = tuple(value)
+        values.append(value)
+    return AttributeMap(share_keys(tuple(attributes.keys())), tuple(values))
+
+
+def _sdk_resource(resource: Any) -> Resource:
+    if resource is None:
+        return EMPTY_RESOURCE
+    converted = _resource_cache.get(resource)
+    if converted is None:
+        converted = Resource(attributes=_sdk_attributes(resource.attributes), schema_url=resource.schema_url or "")
+        _resource_cache.put(resource, converted)
+    return converted
+
+
+def _sdk_scope(scope: Any) -> Scope:
+    if scope is None:
+        return EMPTY_SCOPE
+    converted = _scope_cache.get(scope)
+    if converted is None:
+        converted = Scope(
+            name=scope.name or "",
+            version=scope.version or "",
+            attributes=_sdk_attributes(getattr(scope, "attributes", None)),
+            schema_url=scope.schema_url or "",
+        )
+        _scope_cache.put(scope, converted)
+    return converted
+
+
+def _trace_state(state: Any) -> str:
+    if not state:
+        return ""
+    return ",".join(f"{key}={value}" for key, value in state.items())
+
+
+def _context_flags(context: Any) -> int:
+    flags = FLAG_CONTEXT_HAS_IS_REMOTE
+    if context is not None and context.is_remote:
+        flags |= FLAG_CONTEXT_IS_REMOTE
+    return flags
+
+
+def from_readable_span(span: ReadableSpan) -> StoredSpan:
+    """Convert an SDK ``ReadableSpan`` into a :class:`StoredSpan` (see :meth:`StoredSpan.from_readable_span`)."""
+    context = span.context
+    parent = span.parent
+    status = span.status
+    events = span.events
+    links = span.links
+    return StoredSpan(
+        trace_id=_intern(format(context.trace_id, "032x")),
+        span_id=_intern(format(context.span_id, "016x")),
+        parent_span_id=_intern(format(parent.span_id, "016x")) if parent is not None else None,
+        name=_intern(span.name),
+        kind=_KINDS_BY_SDK_VALUE[span.kind.value],
+        start_time_unix_nano=span.start_time or 0,
+        end_time_unix_nano=span.end_time or 0,
+        status_code=_STATUS_BY_SDK_VALUE[status.status_code.value],
+        status_message=status.description or "",
+        attributes=_sdk_attributes(span.attributes),
+        events=tuple(
+            SpanEvent(
+                name=_intern(event.name),
+                time_unix_nano=event.timestamp,
+                attributes=_sdk_attributes(event.attributes),
+                dropped_attributes_count=event.dropped_attributes,
+            )
+            for event in events
+        )
+        if events
+        else (),
+        links=tuple(
+            SpanLink(
+                trace_id=format(link.context.trace_id, "032x"),
+                span_id=format(link.context.span_id, "016x"),
+                trace_state=_trace_state(link.context.trace_state),
+                attributes=_sdk_attributes(link.attributes),
+                dropped_attributes_count=link.dropped_attributes,
+                flags=_context_flags(link.context),
+            )
+            for link in links
+        )
+        if links
+        else (),
+        resource=_sdk_resource(span.resource),
+        scope=_sdk_scope(span.instrumentation_scope),
+        trace_state=_trace_state(context.trace_state),
+        flags=_context_flags(parent),
+        dropped_attributes_count=span.dropped_attributes,
+        dropped_events_count=span.dropped_events,
+        dropped_links_count=span.dropped_links,
+    )

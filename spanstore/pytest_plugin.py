@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures for asserting on spans (see spanstore.testing)."""
