@@ -23,10 +23,23 @@ from spanstore.model import (
     StatusCode,
     StoredSpan,
 )
+from spanstore.query import (
+    AttributeFilter,
+    SpanQuery,
+    TraceSummary,
+    filter_by_attribute,
+    filter_by_error_type,
+    find_traces,
+    get_trace,
+    query_spans,
+    recent_failures,
+)
+from spanstore.store import SpanStore, StoreStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttributeFilter",
     "AttributeMap",
     "CorruptLineError",
     "InvalidQueryError",
@@ -38,9 +51,19 @@ __all__ = [
     "SpanEvent",
     "SpanKind",
     "SpanLink",
+    "SpanQuery",
+    "SpanStore",
     "SpanStoreError",
     "StatusCode",
     "StorageError",
     "StoreClosedError",
+    "StoreStats",
     "StoredSpan",
+    "TraceSummary",
+    "filter_by_attribute",
+    "filter_by_error_type",
+    "find_traces",
+    "get_trace",
+    "query_spans",
+    "recent_failures",
 ]
