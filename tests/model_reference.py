@@ -1,0 +1,143 @@
+"""A brute-force reference for the store and the query API: plain lists, no indices, written independently.
+
+The property tests compare :mod:`spanstore.store` and :mod:`spanstore.query` against this model. It restates the
+documented semantics (typed comparisons, FIFO eviction by trace, the result orders) in the simplest code possible.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from spanstore.model import StatusCode, StoredSpan
+from spanstore.store import _estimate_bytes
+
+MISSING = object()
+
+
+def is_number(value: object) -> bool:
+    return type(value) in (int, float)
+
+
+def typed_equal(actual: object, expected: object) -> bool:
+    if is_number(expected):
+        return is_number(actual) and actual == expected
+    if type(actual) is not type(expected):
+        return False
+    if type(actual) is tuple:  # arrays compare element by element, strictly typed
+        return len(actual) == len(expected) and all(
+            type(a) is type(b) and a == b for a, b in zip(actual, expected, strict=True)
+        )
+    return actual == expected
+
+
+def filter_holds(op: str, expected: object, actual: object) -> bool:
+    if actual is MISSING:
+        return False
+    if op == "exists":
+        return True
+    if op == "==":
+        return typed_equal(actual, expected)
+    if op == "!=":
+        return not typed_equal(actual, expected)
+    if op == "in":
+        return any(typed_equal(actual, item) for item in expected)
+    if op == "contains":
+        if type(actual) is str:
+            return type(expected) is str and expected in actual
+        if type(actual) is tuple:
+            return any(typed_equal(item, expected) for item in actual)
+        return False
+    if op == "matches":
+        return type(actual) is str and re.fullmatch(expected, actual) is not None
+    comparable = (is_number(expected) and is_number(actual)) or (type(expected) is str and type(actual) is str)
+    if not comparable:
+        return False
+    return {"<": actual < expected, "<=": actual <= expected, ">": actual > expected, ">=": actual >= expected}[op]
+
+
+def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
+    c = criteria
+    if c.get("trace_id") is not None and span.trace_id != c["trace_id"].lower():
+        return False
+    if c.get("name") is not None and span.name != c["name"]:
+        return False
+    if c.get("service") is not None and span.service_name != c["service"]:
+        return False
+    if c.get("status") is not None and span.status_code != c["status"]:
+        return False
+    if c.get("kind") is not None and span.kind != c["kind"]:
+        return False
+    if c.get("error_type") is not None and span.error_type != c["error_type"]:
+        return False
+    if c.get("since") is not None and span.start_time_unix_nano < c["since"]:
+        return False
+    if c.get("until") is not None and span.start_time_unix_nano >= c["until"]:
+        return False
+    if c.get("last") is not None and span.start_time_unix_nano < now - c["last"]:
+        return False
+    duration = span.end_time_unix_nano - span.start_time_unix_nano
+    if c.get("min_duration_ns") is not None and duration < c["min_duration_ns"]:
+        return False
+    if c.get("max_duration_ns") is not None and duration > c["max_duration_ns"]:
+        return False
+    if c.get("root_only") and span.parent_span_id is not None:
+        return False
+    for key, op, value in c.get("filters", ()):
+        if not filter_holds(op, value, dict(span.attributes.items()).get(key, MISSING)):
+            return False
+    return True
+
+
+def ordered(spans: list[StoredSpan], order: str) -> list[StoredSpan]:
+    """``spans`` given in arrival order, sorted as the query module documents."""
+    indexed = list(enumerate(spans))
+    if order == "oldest":
+        indexed.sort(key=lambda p: (p[1].start_time_unix_nano, p[0]))
+    elif order == "newest":
+        indexed.sort(key=lambda p: (-p[1].start_time_unix_nano, -p[0]))
+    else:
+        indexed.sort(key=lambda p: (-p[1].duration_ns, -p[1].start_time_unix_nano, -p[0]))
+    return [span for _, span in indexed]
+
+
+@dataclass
+class ReferenceStore:
+    """A list of spans in arrival order, with FIFO eviction by trace as the store documents it."""
+
+    max_spans: int
+    max_bytes: int
+    max_spans_per_trace: int
+    spans: list[StoredSpan] = field(default_factory=list)
+    trace_order: list[str] = field(default_factory=list)
+    evicted_traces: int = 0
+    dropped: int = 0
+
+    def add(self, span: StoredSpan) -> bool:
+        in_trace = sum(1 for s in self.spans if s.trace_id == span.trace_id)
+        if in_trace >= self.max_spans_per_trace:
+            self.dropped += 1
+            return False
+        if in_trace == 0:
+            self.trace_order.append(span.trace_id)
+        self.spans.append(span)
+        while (len(self.spans) > self.max_spans or self.bytes > self.max_bytes) and self.trace_order:
+            oldest = self.trace_order.pop(0)
+            self.spans = [s for s in self.spans if s.trace_id != oldest]
+            self.evicted_traces += 1
+        return True
+
+    @property
+    def bytes(self) -> int:
+        return sum(map(_estimate_bytes, self.spans))
+
+    def query(self, criteria: dict, now: int) -> list[StoredSpan]:
+        found = ordered([s for s in self.spans if span_matches(s, criteria, now)], criteria.get("order", "newest"))
+        limit = criteria.get("limit")
+        return found if limit is None else found[:limit]
+
+    def trace(self, trace_id: str) -> list[StoredSpan]:
+        return ordered([s for s in self.spans if s.trace_id == trace_id], "oldest")
+
+    def errors(self) -> int:
+        return sum(s.status_code == StatusCode.ERROR for s in self.spans)

@@ -1,0 +1,277 @@
+"""The query API: validation, semantics, planner, find_traces — checked against the brute-force reference."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spanstore import (
+    AttributeFilter,
+    AttributeMap,
+    InvalidQueryError,
+    Resource,
+    SpanEvent,
+    SpanQuery,
+    SpanStore,
+    StatusCode,
+    StoredSpan,
+    filter_by_attribute,
+    filter_by_error_type,
+    find_traces,
+    get_trace,
+    query_spans,
+    recent_failures,
+)
+from spanstore.store import now_unix_nano
+from tests.model_reference import ReferenceStore, ordered, span_matches
+from tests.span_factory import criteria, spans, to_query_kwargs
+
+WEB = Resource(attributes=AttributeMap.of({"service.name": "web"}))
+DB = Resource(attributes=AttributeMap.of({"service.name": "db"}))
+
+
+def span(trace: int, span_id: int, *, start: int, duration: int = 1_000, parent: int | None = None, **fields):
+    return StoredSpan(
+        trace_id=f"{trace:032x}",
+        span_id=f"{span_id:016x}",
+        parent_span_id=f"{parent:016x}" if parent else None,
+        name=fields.pop("name", "op"),
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration,
+        **fields,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(spans(), max_size=60), st.lists(criteria(), min_size=1, max_size=8))
+def test_queries_equal_brute_force(batch: list[StoredSpan], queries: list[dict]) -> None:
+    """For any spans and any query, query_spans returns exactly what a filter over a plain list returns."""
+    store = SpanStore()
+    reference = ReferenceStore(max_spans=10**6, max_bytes=10**12, max_spans_per_trace=10**6)
+    for item in batch:
+        store.add(item)
+        reference.add(item)
+    for c in queries:
+        got = query_spans(store, **to_query_kwargs(c))
+        assert [id(s) for s in got] == [id(s) for s in reference.query(c, now_unix_nano())]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(spans(), max_size=60), criteria(), st.integers(0, 6))
+def test_find_traces_equals_brute_force(batch: list[StoredSpan], c: dict, limit: int) -> None:
+    """find_traces returns the traces holding a matching span, ordered by their newest matching span."""
+    store = SpanStore()
+    store.add_many(batch)
+    kwargs = to_query_kwargs(c)
+    kwargs.pop("limit")
+    kwargs.pop("order")
+    got = find_traces(store, limit=limit, **kwargs)
+    matching = ordered([s for s in batch if span_matches(s, c, now_unix_nano())], "newest")
+    want: list[str] = []
+    for item in matching:
+        if item.trace_id not in want:
+            want.append(item.trace_id)
+    assert [t.trace_id for t in got] == want[:limit]
+    for summary in got:
+        members = [s for s in batch if s.trace_id == summary.trace_id]
+        assert summary.span_count == len(members)
+        assert summary.error_count == sum(s.status_code == StatusCode.ERROR for s in members)
+        assert summary.start_time_unix_nano == min(s.start_time_unix_nano for s in members)
+
+
+def test_typed_attribute_comparisons() -> None:
+    """ "500" is not 500, True is not 1, and numbers compare across int and float."""
+    store = SpanStore()
+    store.add(span(1, 1, start=1, attributes=AttributeMap.of({"code": 500})))
+    store.add(span(1, 2, start=2, attributes=AttributeMap.of({"code": "500"})))
+    store.add(span(1, 3, start=3, attributes=AttributeMap.of({"code": True})))
+    store.add(span(1, 4, start=4, attributes=AttributeMap.of({"code": 500.0})))
+    ids = lambda result: sorted(int(s.span_id, 16) for s in result)  # noqa: E731
+    assert ids(filter_by_attribute(store, "code", 500)) == [1, 4]
+    assert ids(filter_by_attribute(store, "code", "500")) == [2]
+    assert ids(filter_by_attribute(store, "code", True)) == [3]
+    assert ids(filter_by_attribute(store, "code", 1)) == []
+    assert ids(filter_by_attribute(store, "code", 499.5, ">")) == [1, 4]
+    assert ids(filter_by_attribute(store, "code", "500", "!=")) == [1, 3, 4]
+    assert ids(filter_by_attribute(store, "code", None, "exists")) == [1, 2, 3, 4]
+    assert ids(filter_by_attribute(store, "missing", 1, "!=")) == []
+
+
+def test_string_operators_and_resource_scope() -> None:
+    """contains, matches (anchored) and resource-scoped filters behave as documented."""
+    store = SpanStore()
+    store.add(span(1, 1, start=1, resource=WEB, attributes=AttributeMap.of({"route": "/api/cart", "tags": ("a", "b")})))
+    store.add(span(1, 2, start=2, resource=DB, attributes=AttributeMap.of({"route": "/health"})))
+    assert [s.span_id[-1] for s in filter_by_attribute(store, "route", "api", "contains")] == ["1"]
+    assert filter_by_attribute(store, "route", "api", "matches") == []
+    assert len(filter_by_attribute(store, "route", "/api/.*", "matches")) == 1
+    assert len(filter_by_attribute(store, "tags", "b", "contains")) == 1
+    assert [s.service_name for s in filter_by_attribute(store, "service.name", "db", scope="resource")] == ["db"]
+
+
+def test_recent_failures_and_error_types() -> None:
+    """recent_failures finds ERROR spans of the last hours, newest first; error types come from attribute or event."""
+    now = now_unix_nano()
+    hour = 3_600 * 10**9
+    store = SpanStore()
+    exception = SpanEvent("exception", now, AttributeMap.of({"exception.type": "KeyError"}))
+    store.add(span(1, 1, start=now - 2 * hour, status_code=StatusCode.ERROR))
+    store.add(span(2, 2, start=now - 60 * 10**9, status_code=StatusCode.ERROR, events=(exception,)))
+    store.add(
+        span(
+            3,
+            3,
+            start=now - 30 * 10**9,
+            status_code=StatusCode.ERROR,
+            attributes=AttributeMap.of({"error.type": "Timeout"}),
+        )
+    )
+    store.add(span(4, 4, start=now - 10 * 10**9))
+    assert [s.span_id[-1] for s in recent_failures(store, hours=1)] == ["3", "2"]
+    assert len(recent_failures(store, hours=3)) == 3
+    assert [s.error_type for s in filter_by_error_type(store, "KeyError")] == ["KeyError"]
+    assert [s.error_type for s in filter_by_error_type(store, "Timeout")] == ["Timeout"]
+
+
+def test_time_windows_accept_aware_datetimes_and_nanoseconds() -> None:
+    """since/until take aware datetimes or Unix ns; last takes a timedelta or seconds."""
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base_ns = int(base.timestamp()) * 10**9
+    store = SpanStore()
+    for i in range(5):
+        store.add(span(1, i + 1, start=base_ns + i * 10**9))
+    window = query_spans(store, since=base + timedelta(seconds=1), until=base_ns + 3 * 10**9, order="oldest")
+    assert [s.start_time_unix_nano - base_ns for s in window] == [10**9, 2 * 10**9]
+    assert query_spans(store, last=timedelta(minutes=5)) == []
+
+
+def test_get_trace_orders_by_start_and_accepts_uppercase() -> None:
+    """get_trace returns the spans of one trace by start time, and [] for an unknown trace."""
+    store = SpanStore()
+    store.add(span(7, 2, start=20, parent=1))
+    store.add(span(7, 1, start=10))
+    store.add(span(8, 3, start=5))
+    assert [s.span_id[-1] for s in get_trace(store, f"{7:032X}")] == ["1", "2"]
+    assert get_trace(store, "f" * 32) == []
+
+
+def test_find_traces_summaries_describe_the_trace() -> None:
+    """A trace summary names its root, spans its time range and counts spans, errors and services."""
+    store = SpanStore()
+    store.add(span(1, 2, start=150, duration=50, parent=1, resource=DB, status_code=StatusCode.ERROR))
+    store.add(span(1, 1, start=100, duration=200, name="GET /cart", resource=WEB))
+    store.add(span(2, 3, start=400, parent=9, name="orphan", resource=DB))
+    summaries = find_traces(store)
+    assert [t.trace_id[-1] for t in summaries] == ["2", "1"]
+    orphan, cart = summaries
+    assert (cart.root_name, cart.root_service, cart.has_root) == ("GET /cart", "web", True)
+    assert (cart.start_time_unix_nano, cart.duration_ns, cart.span_count, cart.error_count) == (100, 200, 2, 1)
+    assert cart.services == ("db", "web")
+    assert (orphan.root_name, orphan.has_root) == ("orphan", False)
+    assert [t.trace_id[-1] for t in find_traces(store, service="db", status="ERROR")] == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"trace_id": "abc"}, "trace_id must be 32 hex characters, got 'abc'"),
+        ({"trace_id": "g" * 32}, "trace_id must be 32 hex characters"),
+        ({"limit": -1}, "limit must be an int >= 0 or None, got -1"),
+        ({"limit": 2.5}, "limit must be an int >= 0 or None, got 2.5"),
+        ({"order": "random"}, "order must be one of newest, oldest, longest; got 'random'"),
+        ({"status": "BROKEN"}, "status must be one of UNSET, OK, ERROR"),
+        ({"kind": 9}, "kind must be one of UNSPECIFIED, INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER"),
+        ({"since": datetime(2026, 1, 1)}, "since must be a timezone-aware datetime"),
+        (
+            {"since": datetime(2026, 1, 1), "until": datetime(2026, 1, 2, tzinfo=timezone.utc)},
+            "since and until must both be timezone-aware",
+        ),
+        ({"since": 10, "until": 5}, "since must not be after until"),
+        ({"min_duration_ns": -5}, "min_duration_ns must be a non-negative int"),
+        ({"min_duration_ns": 10, "max_duration_ns": 5}, "min_duration_ns must not exceed max_duration_ns"),
+        ({"last": "1h"}, "last must be a timedelta or a number of seconds, got '1h'"),
+        ({"attributes": [AttributeFilter("k", 1)], "bogus": 1}, "unknown query criteria bogus"),
+        ({"attributes": 5}, "attributes must be a dict"),
+        ({"name": 5}, "name must be a str, got 5"),
+    ],
+)
+def test_bad_queries_raise_invalid_query_error(kwargs: dict, message: str) -> None:
+    """A malformed query raises InvalidQueryError saying what was expected and what was got; the store is untouched."""
+    store = SpanStore()
+    store.add(span(1, 1, start=1))
+    with pytest.raises(InvalidQueryError) as raised:
+        query_spans(store, **kwargs)
+    assert message in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+    assert len(store) == 1
+    store._check()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("k", 1, "~="), "op must be one of ==, !=, <, <=, >, >=, in, exists, contains, matches; got '~='"),
+        (("k", [1, 2], "<"), "'<' expects a number or a str, got [1, 2]"),
+        (("k", "a(", "matches"), "invalid regular expression 'a('"),
+        (("k", "abc", "in"), "'in' expects a list/tuple/set of values, got 'abc'"),
+        (("k", 1, "exists"), "'exists' takes no value, got 1"),
+        (("", 1), "key must be a non-empty str"),
+        (("k", {"a": 1}), "expected a str, bool, int, float or bytes value"),
+    ],
+)
+def test_bad_attribute_filters(args: tuple, message: str) -> None:
+    """AttributeFilter validates its operator and value on construction."""
+    with pytest.raises(InvalidQueryError) as raised:
+        AttributeFilter(*args)
+    assert message in str(raised.value)
+
+
+def test_bad_arguments_of_the_helpers() -> None:
+    """The convenience functions validate their own arguments too."""
+    store = SpanStore()
+    with pytest.raises(InvalidQueryError, match="hours must be a positive number, got -1"):
+        recent_failures(store, hours=-1)
+    with pytest.raises(InvalidQueryError, match="error_type must be a non-empty str, got None"):
+        filter_by_error_type(store, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidQueryError, match="trace_id must be 32 hex characters, got 'xyz'"):
+        get_trace(store, "xyz")
+
+
+def test_planner_uses_an_index_instead_of_scanning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Selective queries touch only their candidates, and limit queries stop early, never checking every span."""
+    store = SpanStore()
+    for i in range(20_000):
+        name = "rare" if i % 1000 == 0 else "common"
+        attributes = AttributeMap.of({"user": f"u{i % 500}"})
+        store.add(span(i // 10 + 1, i + 1, start=i, duration=(i % 100) * 100 + 1, name=name, attributes=attributes))
+    checked = []
+    original = SpanQuery.predicate
+
+    def counting(self, now=None):
+        accept = original(self, now)
+
+        def check(item):
+            checked.append(item)
+            return accept(item)
+
+        return check
+
+    monkeypatch.setattr(SpanQuery, "predicate", counting)
+    assert len(query_spans(store, name="rare")) == 20
+    assert len(checked) == 20
+    checked.clear()
+    assert len(query_spans(store, name="common", limit=10)) == 10
+    assert len(checked) <= 20
+    checked.clear()
+    assert len(filter_by_attribute(store, "user", "u7", limit=None)) == 40
+    assert len(checked) == 40
+    checked.clear()
+    longest = query_spans(store, min_duration_ns=5_000, order="longest", limit=5)
+    assert [s.duration_ns for s in longest] == [9_901] * 5
+    assert len(checked) < 2_000
+    checked.clear()
+    assert len(find_traces(store, name="common", limit=3)) == 3
+    assert len(checked) < 1_000

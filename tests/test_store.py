@@ -1,0 +1,259 @@
+"""SpanStore: indices, FIFO eviction by trace, budgets, stats, thread safety, checked against a brute-force model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from spanstore import InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
+from spanstore.query import get_trace, query_spans
+from tests.model_reference import ReferenceStore
+from tests.span_factory import TRACE_IDS, criteria, spans, to_query_kwargs
+
+NOW = 10**18  # queries with `last` resolve against the wall clock; the generated spans sit near the epoch
+
+
+def make_span(trace: int, span: int, *, start: int = 0, duration: int = 10, **fields) -> StoredSpan:
+    return StoredSpan(
+        trace_id=f"{trace:032x}",
+        span_id=f"{span:016x}",
+        name=fields.pop("name", "op"),
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration,
+        **fields,
+    )
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random adds, queries, traces and reopens; every answer equals the reference model's."""
+
+    @initialize(
+        max_spans=st.integers(1, 40),
+        max_bytes=st.sampled_from([10**9, 2_000, 5_000]),
+        cap=st.integers(1, 12),
+        persistent=st.booleans(),
+    )
+    def setup(self, max_spans: int, max_bytes: int, cap: int, persistent: bool) -> None:
+        import tempfile
+
+        self.limits = dict(max_spans=max_spans, max_bytes=max_bytes, max_spans_per_trace=cap)
+        self.directory = tempfile.TemporaryDirectory() if persistent else None
+        self.path = self.directory.name + "/store" if self.directory else None
+        self.store = SpanStore(self.path, **self.limits)
+        self.model = ReferenceStore(**self.limits)
+        self.written: list[StoredSpan] = []  # what the log holds, in order
+
+    def teardown(self) -> None:
+        if hasattr(self, "store"):
+            self.store.close()
+        if getattr(self, "directory", None):
+            self.directory.cleanup()
+
+    @rule(span=spans())
+    def add(self, span: StoredSpan) -> None:
+        kept = self.store.add(span)
+        assert kept == self.model.add(span)
+        if kept:
+            self.written.append(span)
+
+    @rule(trace_id=st.sampled_from(TRACE_IDS), data=st.data())
+    def add_many(self, trace_id: str, data: st.DataObject) -> None:
+        batch = data.draw(st.lists(spans(trace_id=trace_id), min_size=1, max_size=6))
+        kept = [span for span in batch if self.model.add(span)]
+        assert self.store.add_many(batch) == len(kept)
+        self.written.extend(kept)
+
+    @rule(c=criteria())
+    def query(self, c: dict) -> None:
+        got = query_spans(self.store, **to_query_kwargs(c))
+        want = self.model.query(c, NOW)
+        assert [id(s) for s in got] == [id(s) for s in want], (got, want)
+
+    @rule(trace_id=st.sampled_from(TRACE_IDS))
+    def trace(self, trace_id: str) -> None:
+        assert [id(s) for s in get_trace(self.store, trace_id)] == [id(s) for s in self.model.trace(trace_id)]
+
+    @precondition(lambda self: self.path is not None)
+    @rule()
+    def reopen(self) -> None:
+        """Closing and reopening loads the newest spans of the log through the same budgets.
+
+        The log holds every kept span; within one written batch it groups spans by resource (as OTLP lines do), so
+        the arrival order after a reopen is the log's order.
+        """
+        from spanstore.log import SpanLog
+
+        self.store.close()
+        with SpanLog(self.path) as log:
+            logged, _ = log.read()
+        assert sorted(map(repr, logged)) == sorted(map(repr, self.written))
+        self.store = SpanStore(self.path, **self.limits)
+        self.model = ReferenceStore(**self.limits)
+        reopened: dict[str, list[StoredSpan]] = {}  # the reopened objects, so that results compare by identity
+        for span in self.store.spans():
+            reopened.setdefault(repr(span), []).append(span)
+        for span in logged[-self.limits["max_spans"] :]:
+            twins = reopened.get(repr(span))
+            self.model.add(twins.pop(0) if twins else span)
+        assert sorted(map(repr, self.store.spans())) == sorted(map(repr, self.model.spans))
+        self.written = list(logged)
+
+    @invariant()
+    def consistent(self) -> None:
+        if hasattr(self, "store"):
+            self.store._check()
+            assert len(self.store) == len(self.model.spans)
+            stats = self.store.stats()
+            assert stats.error_span_count == self.model.errors()
+            assert stats.trace_count == len(self.model.trace_order)
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestStoreMachine = StoreMachine.TestCase
+
+
+def test_eviction_removes_the_oldest_trace_whole() -> None:
+    """When the span budget is exceeded, every span of the first-arrived trace leaves together."""
+    store = SpanStore(max_spans=4)
+    for i in range(3):
+        store.add(make_span(1, i + 1, start=i))
+    store.add(make_span(2, 10, start=100))
+    store.add(make_span(2, 11, start=101))
+    assert get_trace(store, f"{1:032x}") == []
+    assert [s.span_id for s in get_trace(store, f"{2:032x}")] == [f"{10:016x}", f"{11:016x}"]
+    stats = store.stats()
+    assert (stats.evicted_traces, stats.evicted_spans, stats.span_count) == (1, 3, 2)
+    store._check()
+
+
+def test_spans_beyond_the_per_trace_cap_are_dropped_and_counted() -> None:
+    """A runaway trace keeps its first max_spans_per_trace spans; the rest are dropped and counted."""
+    store = SpanStore(max_spans_per_trace=3)
+    results = [store.add(make_span(1, i + 1, start=i)) for i in range(5)]
+    assert results == [True, True, True, False, False]
+    assert store.stats().dropped_spans_trace_cap == 2
+    assert len(get_trace(store, f"{1:032x}")) == 3
+
+
+def test_memory_budget_evicts_by_estimate() -> None:
+    """The byte budget evicts whole traces too, and the estimate stays within it."""
+    store = SpanStore(max_bytes=5_000)
+    for i in range(100):
+        store.add(make_span(i + 1, i + 1, start=i))
+    stats = store.stats()
+    assert stats.memory_estimate_bytes <= 5_000
+    assert stats.evicted_traces == 100 - stats.trace_count
+    store._check()
+
+
+def test_stats_report_services_time_range_and_errors() -> None:
+    """stats() summarizes what a user asks first: how many, which services, when, how many failed."""
+    from spanstore import AttributeMap, Resource
+
+    web = Resource(attributes=AttributeMap.of({"service.name": "web"}))
+    store = SpanStore()
+    store.add(make_span(1, 1, start=5, resource=web, status_code=StatusCode.ERROR))
+    store.add(make_span(1, 2, start=9))
+    stats = store.stats()
+    assert stats.services == {"unknown_service": 1, "web": 1}
+    assert (stats.oldest_start_time_unix_nano, stats.newest_start_time_unix_nano) == (5, 9)
+    assert stats.error_span_count == 1
+    assert stats.to_dict()["span_count"] == 2
+
+
+def test_results_are_immutable_and_fresh() -> None:
+    """A caller cannot change the store through a result: spans are frozen and result lists are copies."""
+    store = SpanStore()
+    store.add(make_span(1, 1))
+    result = query_spans(store)
+    result.clear()
+    assert len(query_spans(store)) == 1
+    with pytest.raises(AttributeError):
+        query_spans(store)[0].name = "changed"  # type: ignore[misc]
+
+
+def test_bad_budgets_raise_clear_errors() -> None:
+    """Budgets must be positive ints; the message says what was got."""
+    with pytest.raises(InvalidQueryError, match="max_spans must be a positive int, got 0"):
+        SpanStore(max_spans=0)
+    with pytest.raises(TypeError, match="expects a StoredSpan, got dict"):
+        SpanStore().add({"name": "x"})  # type: ignore[arg-type]
+
+
+def test_closed_store_refuses_use() -> None:
+    """After close(), queries and adds raise StoreClosedError; close() again is a no-op."""
+    store = SpanStore()
+    store.close()
+    store.close()
+    with pytest.raises(StoreClosedError):
+        query_spans(store)
+    with pytest.raises(StoreClosedError):
+        store.add(make_span(1, 1))
+
+
+def test_clear_forgets_everything() -> None:
+    """clear() empties memory and every index."""
+    store = SpanStore()
+    store.add(make_span(1, 1))
+    store.clear()
+    assert len(store) == 0 and query_spans(store) == []
+    store._check()
+
+
+def test_compaction_keeps_indices_exact_through_a_long_eviction_run() -> None:
+    """Many evictions trigger posting-list compaction; the indices stay exact and queries stay right."""
+    from spanstore import AttributeMap
+
+    store = SpanStore(max_spans=500)
+    for i in range(20_000):
+        attributes = AttributeMap.of({"n": i % 7, "route": f"/r{i % 3}"})
+        store.add(make_span(i // 4 + 1, i + 1, start=i, attributes=attributes))
+    store._check()
+    newest = query_spans(store, attributes={"n": 3}, limit=5)
+    assert [s.attributes["n"] for s in newest] == [3] * 5
+    assert newest[0].start_time_unix_nano == max(i for i in range(20_000) if i % 7 == 3)
+    assert sum(len(v) for v in store._by_name.values()) < 2 * 500 + 4096
+
+
+@pytest.mark.stress
+def test_concurrent_writers_and_readers_stay_consistent() -> None:
+    """4 writer threads and 4 query threads: no exception, _check() holds, final counts exact."""
+    store = SpanStore(max_spans=50_000)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    per_writer = 5_000
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(per_writer):
+                store.add(make_span(worker * 100_000 + i // 5 + 1, worker * 100_000 + i + 1, start=i))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for span in query_spans(store, limit=20):
+                    assert get_trace(store, span.trace_id)
+                query_spans(store, min_duration_ns=5, order="longest", limit=5)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for thread in writers + readers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    assert len(store) == 4 * per_writer
+    store._check()
