@@ -146,10 +146,9 @@ class AttributeMap(msgspec.Struct, frozen=True, gc=False):
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default``."""
-        try:
-            return self.values_[self.keys_.index(key)]
-        except ValueError:
-            return default
+        keys = self.keys_
+        # `in` first: a missing key is the common case, and raising ValueError from index() costs ~1 µs.
+        return self.values_[keys.index(key)] if key in keys else default
 
     def keys(self) -> tuple[str, ...]:  # type: ignore[override]
         """The keys, in insertion order."""

@@ -500,6 +500,8 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
     """Candidates for a span-attribute filter from the value index, or None when the index cannot answer it."""
     if f.scope != "span" or f.op not in ("==", "in", "<", "<=", ">", ">="):
         return None
+    if f.key in store._unindexed_keys:
+        return None
     floats = f.key in store._float_keys  # float values are not in the value index
     values_index = store._by_attribute.get(f.key, {})
     if f.op in ("==", "in"):

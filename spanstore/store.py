@@ -44,7 +44,7 @@ import msgspec
 from sortedcontainers import SortedKeyList
 
 from spanstore.errors import InvalidQueryError, StoreClosedError
-from spanstore.model import StatusCode, StoredSpan, from_readable_span
+from spanstore.model import Resource, StatusCode, StoredSpan, from_readable_span
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -59,14 +59,17 @@ __all__ = [
 
 #: Default span budget. Measured by ``python -m benchmarks``: a process holding this many workload spans stays under
 #: 256 MB RSS (see the README's Performance section).
-DEFAULT_MAX_SPANS = 500_000
+DEFAULT_MAX_SPANS = 300_000
 #: Default budget for the store's own estimate of the memory its spans take (see :meth:`SpanStore.stats`).
-DEFAULT_MAX_BYTES = 200 << 20
+DEFAULT_MAX_BYTES = 220 << 20
 #: Spans of one trace beyond this are dropped, so one runaway trace cannot take the whole store.
 DEFAULT_MAX_SPANS_PER_TRACE = 10_000
 
 #: Attribute strings longer than this are not indexed (they are still stored and filterable).
 MAX_INDEXED_STRING = 64
+
+# A key with more distinct values than this is checked for near-uniqueness (see _demote_if_high_cardinality).
+_HIGH_CARDINALITY_VALUES = 4096
 
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
@@ -115,7 +118,7 @@ def _estimate_bytes(span: StoredSpan) -> int:
     Calibrated against measured RSS (``benchmarks/bench_memory.py``): the struct, its id strings and times, and
     ~8 bytes per index entry are fixed; attribute values and event payloads add their length.
     """
-    size = 360 + 24 * len(span.attributes.keys_)
+    size = 480 + 24 * len(span.attributes.keys_)
     for value in span.attributes.values_:
         if type(value) is str and len(value) > 16:
             size += len(value)
@@ -262,6 +265,8 @@ class SpanStore:
         self._dropped_invalid = 0
         self._dead_since_compaction = 0
         self._float_keys: set[str] = set()  # attribute keys seen with float values (not in the value index)
+        self._unindexed_keys: set[str] = set()  # high-cardinality keys demoted from the value index
+        self._service_names: dict[int, tuple[Resource, str]] = {}
 
     def _open_log(self, path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue) -> None:
         from spanstore.log import SpanLog
@@ -379,6 +384,7 @@ class SpanStore:
         return len(kept)
 
     def _add_locked(self, span: StoredSpan) -> bool:
+        # The hot path of ingest and replay: inlined dict/array work, no helper calls per index.
         trace_id = span.trace_id
         trace = self._traces.get(trace_id)
         if trace is None:
@@ -387,33 +393,76 @@ class SpanStore:
         elif len(trace) >= self.max_spans_per_trace:
             self._dropped_trace_cap += 1
             return False
-        seq = self._base + len(self._rows)
-        self._rows.append(span)
+        rows = self._rows
+        seq = self._base + len(rows)
+        rows.append(span)
         size = _estimate_bytes(span)
         self._sizes.append(size)
         trace.append(seq)
         self._by_time.add(span)
-        _post(self._by_name, span.name, seq)
-        service = span.resource.service_name
-        _post(self._by_service, service, seq)
-        _post(self._by_status, int(span.status_code), seq)
-        _post(self._by_duration, duration_bucket(span.end_time_unix_nano - span.start_time_unix_nano), seq)
-        if span.status_code == StatusCode.ERROR:
+
+        seqs = self._by_name.get(span.name)
+        if seqs is None:
+            self._by_name[span.name] = array("q", (seq,))
+        else:
+            seqs.append(seq)
+        service = self._service_name(span.resource)
+        seqs = self._by_service.get(service)
+        if seqs is None:
+            self._by_service[service] = array("q", (seq,))
+        else:
+            seqs.append(seq)
+        status = span.status_code
+        seqs = self._by_status.get(status)
+        if seqs is None:
+            self._by_status[status] = array("q", (seq,))
+        else:
+            seqs.append(seq)
+        duration = span.end_time_unix_nano - span.start_time_unix_nano
+        bucket = int(math.log2(duration) * 4) if duration > 1 else 0
+        seqs = self._by_duration.get(bucket)
+        if seqs is None:
+            self._by_duration[bucket] = array("q", (seq,))
+        else:
+            seqs.append(seq)
+        if status == 2:
             self._error_count += 1
         error_type = span.error_type
         if error_type is not None:
             _post(self._by_error_type, error_type, seq)
-        by_attribute = self._by_attribute
-        for key, value in zip(span.attributes.keys_, span.attributes.values_, strict=True):
-            index_key = _index_key(value)
-            if index_key is None:
-                if type(value) is float:
-                    self._float_keys.add(key)
-                continue
-            values = by_attribute.get(key)
-            if values is None:
-                values = by_attribute[key] = {}
-            _post(values, index_key, seq)
+
+        attributes = span.attributes
+        if attributes.keys_:
+            by_attribute = self._by_attribute
+            unindexed = self._unindexed_keys
+            for key, value in zip(attributes.keys_, attributes.values_, strict=True):
+                kind = type(value)
+                if kind is str:
+                    if len(value) > MAX_INDEXED_STRING:
+                        continue
+                elif kind is int:
+                    pass
+                elif kind is bool:
+                    value = _BoolKey.TRUE if value else _BoolKey.FALSE
+                else:
+                    if kind is float:
+                        self._float_keys.add(key)
+                    continue
+                if key in unindexed:
+                    continue
+                values = by_attribute.get(key)
+                if values is None:
+                    values = by_attribute[key] = {}
+                seqs = values.get(value)
+                if seqs is None:
+                    values[value] = array("q", (seq,))
+                    distinct = len(values)
+                    # Checked at powers of two only: amortized O(1) a span.
+                    if distinct >= _HIGH_CARDINALITY_VALUES and not distinct & (distinct - 1):
+                        self._demote_if_high_cardinality(key, values)
+                else:
+                    seqs.append(seq)
+
         self._span_count += 1
         self._bytes += size
         self._service_counts[service] += 1
@@ -421,6 +470,28 @@ class SpanStore:
         if self._span_count > self.max_spans or self._bytes > self.max_bytes:
             self._evict_locked()
         return True
+
+    def _service_name(self, resource: Resource) -> str:
+        """``resource.service_name``, cached by the resource's identity (resources are shared by many spans)."""
+        entry = self._service_names.get(id(resource))
+        if entry is not None and entry[0] is resource:
+            return entry[1]
+        name = resource.service_name
+        if len(self._service_names) > 4096:
+            self._service_names.clear()
+        self._service_names[id(resource)] = (resource, name)
+        return name
+
+    def _demote_if_high_cardinality(self, key: str, values: dict[object, array]) -> None:
+        """Stop indexing a key whose values are nearly all distinct (ids, ports, timestamps).
+
+        Such an index costs ~130 bytes a span (an array and a dict entry per value) and serves only equality on
+        one id; those queries filter candidates of other criteria instead.
+        """
+        entries = sum(map(len, values.values()))
+        if len(values) * 2 > entries:
+            del self._by_attribute[key]
+            self._unindexed_keys.add(key)
 
     def _evict_locked(self) -> None:
         while (self._span_count > self.max_spans or self._bytes > self.max_bytes) and self._trace_order:
@@ -434,7 +505,7 @@ class SpanStore:
                 _remove_identical(self._by_time, span)
                 self._span_count -= 1
                 self._bytes -= self._sizes[seq - base]
-                service = span.resource.service_name
+                service = self._service_name(span.resource)
                 count = self._service_counts[service] - 1
                 if count:
                     self._service_counts[service] = count
@@ -675,7 +746,8 @@ class SpanStore:
             keys = set(self._by_attribute)
             for span in live.values():
                 keys.update(k for k, v in span.attributes.items() if _index_key(v) is not None)
-            for key in keys:
+            assert not set(self._by_attribute) & self._unindexed_keys
+            for key in keys - self._unindexed_keys:
                 for index_key in set(self._by_attribute.get(key, {})) | {
                     _index_key(v) for span in live.values() for k, v in span.attributes.items() if k == key
                 }:
