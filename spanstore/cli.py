@@ -1,0 +1,1172 @@
+"""The ``spanstore`` command: a thin face over :mod:`spanstore.query`, :mod:`spanstore.log` and the codec.
+
+``spanstore COMMAND [options]``; ``spanstore COMMAND --help`` shows each command's options and an example. Every
+command takes ``--path`` (the store directory; default ``$SPANSTORE_PATH``, else ``.spanstore``) and ``--json``
+(JSON Lines on stdout: one span, trace summary or report object per line, for scripts).
+
+Commands that read (``stats``, ``traces``, ``trace``, ``spans``, ``failures``, ``errors``, ``tail``, ``export``)
+never create or change a store: they open the log directory read-only, load its newest spans into an in-memory
+:class:`~spanstore.SpanStore` (at most ``SPANSTORE_MAX_SPANS``, default 500,000) and query that. ``demo`` and
+``import`` write.
+
+Exit status, as sqlite-utils does it: 0 on success, a search that finds nothing included (it says so); 1 when the
+command fails (``spanstore: error: ...`` on stderr: no store, unreadable file, nothing importable, unknown trace);
+2 for a usage error (argparse's own: unknown option, bad duration, bad trace id, malformed query).
+
+Values: durations are a number and a unit, ``250ms``, ``1.5s``, ``500us``, ``10ns``, ``2m``, ``1h``, ``7d``. Times are
+ISO 8601 (``2024-05-01T12:00:00Z``, ``2024-05-01 12:00``; a time without an offset is UTC, not local time) or a
+duration meaning "that long ago" (``--since 2h``). Attribute filters are ``KEY OP VALUE`` with OP one of
+``= == != < <= > >= ~`` (``~`` is a regular expression that must match the whole value) or a bare ``KEY`` (the
+attribute exists); values are typed: ``500`` is an int, ``1.5`` a float, ``true`` a bool, anything else (or anything
+quoted, ``"500"``) a string.
+
+The module imports neither rich nor the OpenTelemetry SDK at import time; commands import what they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spanstore.errors import InvalidQueryError, SpanStoreError
+from spanstore.model import SpanKind, StatusCode
+from spanstore.query import AttributeFilter, SpanQuery
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from spanstore.log import SpanLog
+    from spanstore.model import StoredSpan
+    from spanstore.store import SpanStore
+
+__all__ = ["build_parser", "main", "parse_attribute_filter", "parse_duration_ns", "parse_time_unix_nano"]
+
+DEFAULT_PATH = ".spanstore"
+_NO_STORE_HINT = "run `spanstore demo` or attach FileBasedSpanProcessor first"
+_IMPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
+_PROBLEMS_SHOWN = 5
+_FOLLOW_INTERVAL_SECONDS = 0.5
+_sleep = time.sleep  # the follow loop's pause (tests replace it)
+
+
+class CommandError(SpanStoreError):
+    """A command cannot do what was asked (no store, unknown trace, nothing to import): exit status 1."""
+
+
+class UsageError(SpanStoreError, ValueError):
+    """The command line asks for something malformed that argparse could not see: exit status 2."""
+
+
+# --- values ----------------------------------------------------------------------------------------------------------
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|sec|m|min|h|d)\s*\Z")
+_DURATION_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "sec": 1_000_000_000,
+    "m": 60_000_000_000,
+    "min": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+_DURATION_FORM = "a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s or 1h"
+
+
+def parse_duration_ns(text: str) -> int:
+    """Parse a duration such as ``250ms``, ``1.5s``, ``500us``, ``10ns``, ``2m``, ``1h``, ``7d`` into nanoseconds.
+
+    A bare number is refused: ``5`` could mean seconds or milliseconds.
+
+    >>> parse_duration_ns("250ms"), parse_duration_ns("1.5s"), parse_duration_ns("500us"), parse_duration_ns("1h")
+    (250000000, 1500000000, 500000, 3600000000000)
+    >>> parse_duration_ns("5")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a duration: a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s or 1h; got '5'
+    """
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"expected a duration: {_DURATION_FORM}; got {text!r}")
+    try:
+        value = Decimal(match.group(1))
+    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+        raise ValueError(f"expected a duration: {_DURATION_FORM}; got {text!r}") from None
+    return int(value * _DURATION_UNITS_NS[match.group(2)])
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_time_unix_nano(text: str, *, now_unix_nano: int | None = None) -> int:
+    """Parse an ISO 8601 time (no offset means UTC) or a duration ago (``15m``) or ``now`` into Unix nanoseconds.
+
+    >>> parse_time_unix_nano("2024-05-01T12:00:00Z"), parse_time_unix_nano("2024-05-01 12:00:00")
+    (1714564800000000000, 1714564800000000000)
+    >>> parse_time_unix_nano("2024-05-01T14:00:00.5+02:00")
+    1714564800500000000
+    >>> parse_time_unix_nano("90s", now_unix_nano=100 * 10**9)
+    10000000000
+    """
+    now = time.time_ns() if now_unix_nano is None else now_unix_nano
+    stripped = text.strip()
+    if stripped == "now":
+        return now
+    if _DURATION_RE.match(stripped):
+        return now - parse_duration_ns(stripped)
+    iso = stripped[:-1] + "+00:00" if stripped[-1:] in ("Z", "z") else stripped
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(
+            "expected an ISO 8601 time such as 2024-05-01T12:00:00Z (without an offset: UTC) "
+            f"or a duration ago such as 15m; got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+_ATTRIBUTE_RE = re.compile(r"\s*(?P<key>[^=!<>~]+?)\s*(?P<op>==|!=|>=|<=|=~|=|>|<|~)(?P<value>.*)\Z", re.S)
+_OPERATORS = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "~": "matches"}
+_OPERATORS["=~"] = "matches"
+_INT_RE = re.compile(r"[+-]?\d+\Z")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\Z")
+
+
+def _typed_value(raw: str) -> Any:
+    """``500`` -> int, ``1.5`` -> float, ``true``/``false`` -> bool, ``"quoted"`` -> str, anything else -> str."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1]
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    if _INT_RE.match(raw):
+        return int(raw)
+    if _FLOAT_RE.match(raw):
+        return float(raw)
+    return raw
+
+
+def parse_attribute_filter(text: str, scope: str = "span") -> AttributeFilter:
+    """Parse ``KEY OP VALUE`` (or a bare ``KEY``: the attribute exists) into an :class:`AttributeFilter`.
+
+    OP is one of ``= == != < <= > >= ~`` (``~``: regular expression matching the whole value). Values are typed:
+    ``500`` is an int, ``true`` a bool, ``"500"`` (quoted) a string. Raises ValueError saying what was expected.
+
+    >>> parse_attribute_filter("http.response.status_code>=500")
+    AttributeFilter(key='http.response.status_code', value=500, op='>=', scope='span')
+    >>> parse_attribute_filter('http.route="/cart"').value, parse_attribute_filter("cache.hit=true").value
+    ('/cart', True)
+    >>> parse_attribute_filter("url.path ~ /api/.*").op, parse_attribute_filter("user.id").op
+    ('matches', 'exists')
+    """
+    match = _ATTRIBUTE_RE.match(text)
+    if match is None:
+        key = text.strip()
+        if not key or any(c in key for c in "=!<>~"):
+            raise ValueError(f"expected KEY, KEY=VALUE or KEY OP VALUE (OP: = != < <= > >= ~); got {text!r}")
+        op, value = "exists", None
+    else:
+        key, op = match.group("key"), _OPERATORS[match.group("op")]
+        raw = match.group("value").strip()
+        if op == "matches":
+            value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+        else:
+            value = _typed_value(raw)
+    try:
+        return AttributeFilter(key, value, op, scope)
+    except InvalidQueryError as error:
+        raise ValueError(f"{error} (in {text!r})") from None
+
+
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Wrap a parser so argparse reports its ValueError as a usage error naming the option."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _limit(text: str) -> int | None:
+    if text.strip().lower() in ("0", "all"):
+        return None
+    if not _INT_RE.match(text.strip()) or int(text) < 0:
+        raise ValueError(f"expected a number of results (0 or 'all' for no limit); got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not _INT_RE.match(text.strip()) or int(text) < 0:
+        raise ValueError(f"expected a whole number >= 0; got {text!r}")
+    return int(text)
+
+
+def _trace_id(text: str) -> str:
+    lowered = text.strip().lower()
+    if not (4 <= len(lowered) <= 32) or any(c not in "0123456789abcdef" for c in lowered):
+        raise ValueError(f"expected a trace id: 32 hex characters (or a unique prefix of 4 or more); got {text!r}")
+    return lowered
+
+
+def _full_trace_id(text: str) -> str:
+    lowered = text.strip().lower()
+    if len(lowered) != 32 or any(c not in "0123456789abcdef" for c in lowered):
+        raise ValueError(f"expected a trace id of 32 hex characters; got {text!r}")
+    return lowered
+
+
+def _seconds(text: str) -> float:
+    return parse_duration_ns(text) / 1e9
+
+
+# --- the parser ------------------------------------------------------------------------------------------------------
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _examples(*lines: str) -> str:
+    return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add_query_options(parser: argparse.ArgumentParser, *, spans: bool, query: bool = True) -> None:
+    """The span criteria shared by spans, traces and export (every SpanQuery field has an option)."""
+    if query:
+        parser.add_argument(
+            "query",
+            nargs="?",
+            help="a TraceQL-subset query, e.g. '{ status = error && span.http.route = \"/cart\" }' "
+            "(options add to it and win over it)",
+        )
+    group = parser.add_argument_group("span criteria (all must hold)")
+    if spans:
+        group.add_argument("--trace-id", type=_argument_type(_full_trace_id), metavar="ID", help="spans of this trace")
+    group.add_argument("--service", metavar="NAME", help="service.name of the span's resource")
+    group.add_argument("--name", metavar="NAME", help="span name, exactly")
+    group.add_argument("--kind", type=str.lower, choices=[k.name.lower() for k in SpanKind], help="span kind")
+    group.add_argument("--status", type=str.lower, choices=[s.name.lower() for s in StatusCode], help="status code")
+    group.add_argument("--errors", action="store_true", help="only status ERROR (same as --status error)")
+    group.add_argument("--error-type", metavar="TYPE", help="error.type, or the first exception event's type")
+    group.add_argument(
+        "--attr",
+        action="append",
+        type=_argument_type(parse_attribute_filter),
+        metavar="EXPR",
+        help="span attribute filter, repeatable: k=v, 'k>=500', 'k!=v', 'k~regex', k (exists); "
+        'values typed: 500 int, true bool, "500" str',
+    )
+    group.add_argument(
+        "--resource-attr",
+        action="append",
+        type=_argument_type(lambda text: parse_attribute_filter(text, "resource")),
+        metavar="EXPR",
+        help="resource attribute filter, same forms (e.g. deployment.environment.name=prod)",
+    )
+    duration = _argument_type(parse_duration_ns)
+    group.add_argument("--min-duration", type=duration, metavar="D", help="at least this long, e.g. 100ms")
+    group.add_argument("--max-duration", type=duration, metavar="D", help="at most this long, e.g. 2s")
+    group.add_argument("--last", type=duration, metavar="D", help="started within the last D, e.g. 15m, 1h, 7d")
+    when = _argument_type(parse_time_unix_nano)
+    group.add_argument("--since", type=when, metavar="TIME", help="started at or after TIME (ISO 8601, UTC; or 2h ago)")
+    group.add_argument("--until", type=when, metavar="TIME", help="started before TIME")
+    if spans:
+        group.add_argument("--root", action="store_true", help="only root spans (no parent)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``spanstore`` command (every subcommand, with help and examples)."""
+    parser = argparse.ArgumentParser(
+        prog="spanstore",
+        description="Query and manage a spanstore: OpenTelemetry spans kept in a directory of OTLP JSON Lines.",
+        epilog=_examples(
+            "spanstore demo                     # write a demo workload to .spanstore, show its failures",
+            "spanstore traces --errors --last 1h",
+            "spanstore trace 4bf92f3577b34da6a3ce929d0e0e4736",
+            "",
+            "Every command takes --path DIR (default $SPANSTORE_PATH or .spanstore) and --json (JSON Lines).",
+            "Run `spanstore COMMAND --help` for a command's options.",
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--path", default=None, help="store directory (default: $SPANSTORE_PATH or .spanstore)")
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON Lines instead of tables")
+    from spanstore import __version__
+
+    parser.add_argument("--version", action="version", version=f"spanstore {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--path", default=argparse.SUPPRESS, help="store directory (default: $SPANSTORE_PATH or .spanstore)"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON Lines (one object per line)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    def command(name: str, handler: Callable[..., int], summary: str, description: str, epilog: str) -> Any:
+        sub = commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description,
+            epilog=epilog,
+            formatter_class=_Formatter,
+        )
+        sub.set_defaults(handler=handler, command_parser=sub)
+        return sub
+
+    p = command(
+        "demo",
+        _cmd_demo,
+        "run a small instrumented shop and show its failures",
+        "Run a realistic workload (services frontend, cart, inventory, payment; real TracerProviders and\n"
+        "FileBasedSpanProcessor) into the store, then show its recent failures and one failing trace.\n"
+        "Seeded: the same --seed gives the same requests, durations and failures.",
+        _examples("spanstore demo", "spanstore --path /tmp/shop demo --requests 100"),
+    )
+    p.add_argument("--seed", type=_argument_type(_count), default=3, help="workload seed (default 3)")
+    p.add_argument("--requests", type=_argument_type(_count), default=25, help="frontend requests (default 25)")
+
+    command(
+        "stats",
+        _cmd_stats,
+        "what the store holds: counts, services, time range, errors, disk, memory",
+        "Counts, services, time range, error rate, disk (segments, bytes), memory estimate, and what was\n"
+        "skipped (corrupt lines, invalid spans) or dropped (evicted, over the per-trace cap).",
+        _examples("spanstore stats", "spanstore stats --json | jq .span_count"),
+    )
+
+    p = command(
+        "traces",
+        _cmd_traces,
+        "search traces (Jaeger-style): one line per trace",
+        "Find traces with at least one span matching every criterion, newest first: start, root span,\n"
+        "duration, span count, error count, trace id. Durations and times apply to that span.",
+        _examples(
+            "spanstore traces --service frontend --errors --last 1h",
+            "spanstore traces --attr http.response.status_code=500 --min-duration 100ms",
+            "spanstore traces '{ status = error && span.http.route = \"/cart\" }'",
+        ),
+    )
+    _add_query_options(p, spans=False)
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="traces to show (default 20; 0: all)")
+
+    p = command(
+        "trace",
+        _cmd_trace,
+        "show one trace as a tree with a waterfall",
+        "Show a trace: spans under their parents by start time, a waterfall scaled to the trace, status and\n"
+        "key attributes. Spans whose parent is not in the store (and parent cycles) are shown apart, noted.",
+        _examples("spanstore trace 4bf92f3577b34da6a3ce929d0e0e4736", "spanstore trace 4bf92f35 --full"),
+    )
+    p.add_argument("trace_id", type=_argument_type(_trace_id), metavar="TRACE_ID", help="32 hex chars, or a prefix")
+    p.add_argument("--full", action="store_true", help="every attribute, event (with stack traces) and link")
+
+    p = command(
+        "spans",
+        _cmd_spans,
+        "search spans with any criteria",
+        "Find spans matching every criterion (every SpanQuery field is an option).",
+        _examples(
+            "spanstore spans --service payment --errors --last 1h",
+            "spanstore spans --attr 'http.response.status_code>=500' --order longest --limit 5",
+            "spanstore spans --kind server --min-duration 250ms --since 2024-05-01T12:00:00Z",
+        ),
+    )
+    _add_query_options(p, spans=True)
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; 0: all)")
+    p.add_argument("--order", choices=("newest", "oldest", "longest"), default="newest", help="result order")
+
+    p = command(
+        "failures",
+        _cmd_failures,
+        "recent spans with status ERROR",
+        "Spans with status ERROR that started recently, newest first, with their error type and message.",
+        _examples("spanstore failures", "spanstore failures --last 24h --service payment --limit 50"),
+    )
+    p.add_argument("--last", type=_argument_type(parse_duration_ns), metavar="D", help="window (default 1h)")
+    p.add_argument("--since", type=_argument_type(parse_time_unix_nano), metavar="TIME", help="instead of --last")
+    p.add_argument("--until", type=_argument_type(parse_time_unix_nano), metavar="TIME", help="started before TIME")
+    p.add_argument("--service", metavar="NAME", help="only this service")
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; 0: all)")
+
+    p = command(
+        "errors",
+        _cmd_errors,
+        "error types and their spans",
+        "Without --type: every error type (attribute error.type, else the exception event's type) with its\n"
+        "span count, services, last occurrence and newest trace. With --type: the spans of that type.",
+        _examples("spanstore errors", "spanstore errors --type TimeoutError --last 1h"),
+    )
+    p.add_argument("--type", dest="error_type", metavar="TYPE", help="list the spans of this error type")
+    p.add_argument("--service", metavar="NAME", help="only this service")
+    p.add_argument("--last", type=_argument_type(parse_duration_ns), metavar="D", help="started within the last D")
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="rows to show (default 20; 0: all)")
+
+    p = command(
+        "tail",
+        _cmd_tail,
+        "print the newest spans; -f follows spans other processes append",
+        "Print the newest spans in the order they were written. With -f, keep printing spans as other\n"
+        "processes append them (polling every 0.5 s) until Ctrl-C.",
+        _examples("spanstore tail -n 50", "spanstore tail -f", "spanstore tail -f --json | jq .name"),
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new spans until Ctrl-C")
+    p.add_argument("-n", "--lines", type=_argument_type(_count), default=20, help="spans to print first (default 20)")
+
+    p = command(
+        "import",
+        _cmd_import,
+        "load OTLP JSON / JSON Lines files into the store",
+        "Load spans from OTLP JSON files (one document or JSON Lines; camelCase or snake_case; what the\n"
+        "Collector's file exporter or the OTLP JSON file exporter writes) into the store, creating it.\n"
+        "A directory means its *.json, *.jsonl and *.ndjson files. Spans already in the store (same trace\n"
+        "and span id) are skipped. Invalid spans and lines are skipped and reported. Exit status 1 only when\n"
+        "nothing valid was found.",
+        _examples("spanstore import traces.jsonl", "spanstore import captures/ 'more/*.json'"),
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="files, directories or glob patterns")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every problem, not only the first few")
+
+    p = command(
+        "export",
+        _cmd_export,
+        "write the store (or a query's result) as OTLP JSON Lines",
+        "Write spans as OTLP JSON Lines (the OpenTelemetry file format: the Collector's otlpjsonfile\n"
+        "receiver reads it), oldest first. Without criteria: every span the store holds.",
+        _examples(
+            "spanstore export --out spans.jsonl",
+            "spanstore export --out failures.jsonl --errors --last 1h",
+            "spanstore export --out - --service cart | gzip > cart.jsonl.gz",
+        ),
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout); replaced if it exists")
+    _add_query_options(p, spans=True)
+    p.add_argument("--limit", type=_argument_type(_limit), default=None, help="at most this many spans (newest)")
+    return parser
+
+
+# --- output -----------------------------------------------------------------------------------------------------------
+class _Output:
+    """Where a command writes: JSON Lines, or a rich console made on first use (rich is imported only then)."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json = json_lines
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from spanstore.render import make_console
+
+            self._console = make_console()
+        return self._console
+
+    def record(self, obj: Any) -> None:
+        import msgspec
+
+        sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+
+    def spans(self, spans: Iterable[StoredSpan]) -> None:
+        from spanstore.render import span_record
+
+        for span in spans:
+            self.record(span_record(span))
+
+    def say(self, text: str, style: str = "") -> None:
+        """A plain message for people (not printed in JSON mode)."""
+        if not self.json:
+            from rich.text import Text
+
+            self.console.print(Text(text, style=style), soft_wrap=True)
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.path or os.environ.get("SPANSTORE_PATH") or DEFAULT_PATH)
+
+
+def _path_option(args: argparse.Namespace) -> str:
+    """``--path X `` to repeat in a hint, when the store is not the default one."""
+    path = args.path or os.environ.get("SPANSTORE_PATH")
+    return f"--path {path} " if path and path != DEFAULT_PATH else ""
+
+
+def _store_options() -> dict[str, Any]:
+    """The memory budgets for reading, from SPANSTORE_* variables (the processor's parser, imported only if set)."""
+    if not any(name.startswith("SPANSTORE_") and name != "SPANSTORE_PATH" for name in os.environ):
+        return {}
+    from spanstore.processor import options_from_env
+
+    wanted = ("max_spans", "max_bytes", "max_spans_per_trace")
+    return {key: value for key, value in options_from_env().items() if key in wanted}
+
+
+def _open_existing_log(path: Path) -> SpanLog:
+    """The store's log, opened without creating anything; CommandError when there is no store."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        raise CommandError(f"no store at {path} ({_NO_STORE_HINT})")
+    from spanstore.log import SpanLog
+
+    return SpanLog(path, create=False, fsync="never")
+
+
+class _Reader:
+    def __init__(self, path: Path, store: SpanStore, log: SpanLog) -> None:
+        self.path = path
+        self.store = store
+        self.log = log
+
+
+@contextmanager
+def _reading(args: argparse.Namespace) -> Iterator[_Reader]:
+    """Load the newest spans of the store at ``--path`` into a memory-only SpanStore (the directory is not touched)."""
+    from spanstore.store import DEFAULT_MAX_SPANS, SpanStore
+
+    path = _store_path(args)
+    log = _open_existing_log(path)
+    try:
+        options = _store_options()
+        spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS))
+        store = SpanStore(**options)
+        store.add_many(spans)
+        del spans
+        try:
+            yield _Reader(path, store, log)
+        finally:
+            store.close()
+    finally:
+        log.close()
+
+
+def _traceql(text: str) -> SpanQuery:
+    """Parse a TraceQL-subset query string (spanstore.traceql), or explain that this install has no parser."""
+    try:
+        from spanstore.traceql import parse_traceql  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as error:
+        if error.name != "spanstore.traceql":
+            raise
+        raise UsageError(
+            "query strings need spanstore.traceql, which this version of spanstore lacks; "
+            "use options such as --service, --errors and --attr instead"
+        ) from None
+    return parse_traceql(text)
+
+
+def _query(args: argparse.Namespace, **fixed: Any) -> SpanQuery:
+    """A SpanQuery from the query string (if any) and the criteria options; options win over the string."""
+    base = _traceql(args.query) if getattr(args, "query", None) else SpanQuery()
+    criteria: dict[str, Any] = {}
+    for option, field in (
+        ("trace_id", "trace_id"),
+        ("service", "service"),
+        ("name", "name"),
+        ("kind", "kind"),
+        ("status", "status"),
+        ("error_type", "error_type"),
+        ("min_duration", "min_duration_ns"),
+        ("max_duration", "max_duration_ns"),
+        ("since", "since"),
+        ("until", "until"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            criteria[field] = value
+    if getattr(args, "errors", False):
+        if criteria.get("status", "error") != "error":
+            raise UsageError(f"--errors contradicts --status {criteria['status']}")
+        criteria["status"] = "error"
+    if getattr(args, "last", None) is not None:
+        criteria["last"] = timedelta(microseconds=args.last / 1000)
+    if getattr(args, "root", False):
+        criteria["root_only"] = True
+    filters = [*(getattr(args, "attr", None) or ()), *(getattr(args, "resource_attr", None) or ())]
+    if filters:
+        criteria["attributes"] = (*base.attributes, *filters)
+    criteria.update(fixed)
+    return base.replace(**criteria) if criteria else base
+
+
+def _more_hint(out: _Output, shown: int, limit: int | None, what: str) -> None:
+    if limit is not None and shown >= limit:
+        out.say(f"Showing the first {shown} {what}; --limit N shows more (0: all).", "dim")
+
+
+# --- commands ---------------------------------------------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.demo import SERVICES, run_demo
+    from spanstore.query import get_trace, query_spans
+    from spanstore.store import SpanStore
+
+    path = _store_path(args)
+    store = SpanStore(path)
+    try:
+        result = run_demo(path, seed=args.seed, requests=args.requests, store=store)
+        ours = set(result.trace_ids)
+        failures = [s for s in query_spans(store, status=StatusCode.ERROR) if s.trace_id in ours]
+        errors_by_trace: dict[str, int] = {}
+        for span in failures:
+            errors_by_trace[span.trace_id] = errors_by_trace.get(span.trace_id, 0) + 1
+        showcase = max(errors_by_trace, key=lambda t: (errors_by_trace[t], result.trace_ids.index(t)), default=None)
+        trace = get_trace(store, showcase) if showcase else []
+    finally:
+        store.close()
+    if out.json:
+        out.record(
+            {
+                "path": str(path),
+                "services": list(SERVICES),
+                "requests": result.requests,
+                "span_count": result.span_count,
+                "trace_ids": result.trace_ids,
+                "error_trace_ids": result.error_trace_ids,
+                "error_span_count": len(failures),
+            }
+        )
+        return 0
+    from rich.text import Text
+
+    from spanstore.render import print_spans, print_trace
+
+    console = out.console
+    intro = Text("spanstore demo: ", style="bold")
+    intro.append(f"{result.requests} requests to a shop of {len(SERVICES)} services ({', '.join(SERVICES)}).\n")
+    intro.append(f"{result.span_count} spans in {len(result.trace_ids)} traces, ")
+    intro.append(f"{len(result.error_trace_ids)} with errors", style="bold red" if result.error_trace_ids else "")
+    intro.append(f", stored in {path} (OTLP JSON Lines) in {result.elapsed_seconds:.2f} s.")
+    console.print(intro, soft_wrap=True)
+    console.print()
+    if failures:
+        print_spans(console, failures[:8], title=f"Recent failures ({len(failures)} error spans)", errors=True)
+        console.print()
+    if trace:
+        console.print(Text("The failing trace with the most errors", style="bold"))
+        console.print()
+        print_trace(console, trace)
+        console.print()
+    where = _path_option(args)
+    hints = [
+        (f"spanstore {where}traces --errors", "traces with failures"),
+        (f"spanstore {where}trace {showcase or '<trace id>'} --full", "every attribute and stack trace"),
+        (f"spanstore {where}spans --service payment --attr 'http.response.status_code>=400'", "span search"),
+        (f"spanstore {where}errors", "error types, counts, where they happen"),
+        (f"spanstore {where}stats", "what the store holds"),
+    ]
+    console.print(Text("Next, try:", style="bold"))
+    width = max(len(command) for command, _ in hints)
+    for command, what in hints:
+        line = Text("  " + command.ljust(width + 2))
+        line.append(what, style="dim")
+        console.print(line, no_wrap=True, crop=False)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
+    import msgspec
+
+    with _reading(args) as reader:
+        stats = reader.store.stats().to_dict()
+        stats["path"] = str(reader.path)
+        stats["log"] = msgspec.to_builtins(reader.log.stats())
+    if out.json:
+        out.record(stats)
+        return 0
+    from spanstore.render import print_stats
+
+    print_stats(out.console, stats)
+    return 0
+
+
+def _cmd_traces(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import find_traces
+
+    query = _query(args)
+    with _reading(args) as reader:
+        limit = args.limit if args.limit is not None else max(1, len(reader.store.trace_ids()))
+        summaries = find_traces(reader.store, query, limit=limit)
+        held = reader.store.stats()
+    if out.json:
+        for summary in summaries:
+            out.record(summary)
+        return 0
+    if not summaries:
+        out.say(f"No traces match (the store holds {held.trace_count:,} traces, {held.span_count:,} spans).")
+        return 0
+    from spanstore.render import print_traces
+
+    print_traces(out.console, summaries)
+    _more_hint(out, len(summaries), args.limit, "traces")
+    return 0
+
+
+def _resolve_trace_id(store: SpanStore, prefix: str, path: Path) -> str:
+    if len(prefix) == 32:
+        return prefix
+    matches = [trace_id for trace_id in store.trace_ids() if trace_id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CommandError(f"no trace id starting with {prefix} in {path} (`spanstore traces` lists them)")
+    shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise CommandError(f"trace id prefix {prefix} is ambiguous in {path}: {len(matches)} traces ({shown})")
+
+
+def _cmd_trace(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import get_trace
+
+    with _reading(args) as reader:
+        trace_id = _resolve_trace_id(reader.store, args.trace_id, reader.path)
+        spans = get_trace(reader.store, trace_id)
+        held = len(reader.store.trace_ids())
+    if not spans:
+        raise CommandError(
+            f"no trace {trace_id} in {reader.path} ({held:,} traces held; `spanstore traces` lists them)"
+        )
+    if out.json:
+        out.spans(spans)
+        return 0
+    from spanstore.render import print_trace
+
+    print_trace(out.console, spans, full=args.full)
+    return 0
+
+
+def _cmd_spans(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import query_spans
+
+    query = _query(args, limit=args.limit, order=args.order)
+    with _reading(args) as reader:
+        spans = query_spans(reader.store, query)
+        held = reader.store.stats().span_count
+    if out.json:
+        out.spans(spans)
+        return 0
+    if not spans:
+        out.say(f"No spans match (the store holds {held:,} spans).")
+        return 0
+    from spanstore.render import print_spans
+
+    print_spans(out.console, spans)
+    _more_hint(out, len(spans), args.limit, "spans")
+    return 0
+
+
+def _cmd_failures(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import query_spans, recent_failures
+
+    window = "the given time range"
+    with _reading(args) as reader:
+        if args.since is None and args.until is None:
+            last = args.last if args.last is not None else 3_600_000_000_000
+            window = f"the last {_duration_text(last)}"
+            spans = recent_failures(reader.store, hours=last / 3.6e12, limit=args.limit, service=args.service)
+        else:
+            query = SpanQuery(
+                status=StatusCode.ERROR,
+                since=args.since,
+                until=args.until,
+                last=timedelta(microseconds=args.last / 1000) if args.last is not None else None,
+                service=args.service,
+                limit=args.limit,
+            )
+            spans = query_spans(reader.store, query)
+        total_errors = reader.store.stats().error_span_count
+    if out.json:
+        out.spans(spans)
+        return 0
+    if not spans:
+        hint = f" The store holds {total_errors:,} error spans in all: try --last 7d." if total_errors else ""
+        out.say(f"No failures in {window}.{hint}")
+        return 0
+    from spanstore.render import print_spans
+
+    print_spans(out.console, spans, errors=True)
+    _more_hint(out, len(spans), args.limit, "failures")
+    return 0
+
+
+def _duration_text(ns: int) -> str:
+    for unit, size in (("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns / 1e9:g}s"
+
+
+def _cmd_errors(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import filter_by_error_type
+
+    last = timedelta(microseconds=args.last / 1000) if args.last is not None else None
+    with _reading(args) as reader:
+        if args.error_type:
+            spans = filter_by_error_type(
+                reader.store, args.error_type, limit=args.limit, service=args.service, last=last
+            )
+        else:
+            rows = _error_types(reader.store.spans(), args.service, last)
+    if args.error_type:
+        if out.json:
+            out.spans(spans)
+        elif not spans:
+            out.say(f"No spans with error type {args.error_type} (`spanstore errors` lists the error types).")
+        else:
+            from spanstore.render import print_spans
+
+            print_spans(out.console, spans, errors=True)
+            _more_hint(out, len(spans), args.limit, "spans")
+        return 0
+    shown = rows if args.limit is None else rows[: args.limit]
+    if out.json:
+        for row in shown:
+            out.record(row)
+    elif not rows:
+        out.say("No errors: no span has an error.type attribute or an exception event.")
+    else:
+        from spanstore.render import print_error_types
+
+        print_error_types(out.console, shown)
+        _more_hint(out, len(shown), args.limit if len(rows) > len(shown) else None, "error types")
+    return 0
+
+
+def _error_types(spans: Sequence[StoredSpan], service: str | None, last: timedelta | None) -> list[dict[str, Any]]:
+    """Error types with their span count, services, last start time and newest trace, most frequent first."""
+    since = time.time_ns() - last // timedelta(microseconds=1) * 1000 if last is not None else None
+    rows: dict[str, dict[str, Any]] = {}
+    for span in spans:  # oldest first: the last span seen is the newest
+        error_type = span.error_type
+        if error_type is None or (service is not None and span.service_name != service):
+            continue
+        if since is not None and span.start_time_unix_nano < since:
+            continue
+        row = rows.get(error_type)
+        if row is None:
+            row = rows[error_type] = {"error_type": error_type, "span_count": 0, "services": set()}
+        row["span_count"] += 1
+        row["services"].add(span.service_name)
+        row["last_seen_unix_nano"] = span.start_time_unix_nano
+        row["trace_id"] = span.trace_id
+    ordered = sorted(rows.values(), key=lambda r: (-r["span_count"], r["error_type"]))
+    for row in ordered:
+        row["services"] = sorted(row["services"])
+    return ordered
+
+
+def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
+    log = _open_existing_log(_store_path(args))
+    try:
+        spans, position = log.read(max_spans=args.lines)
+
+        def emit(batch: Sequence[StoredSpan]) -> None:
+            if out.json:
+                out.spans(batch)
+            else:
+                from spanstore.render import span_line
+
+                for span in batch:
+                    out.console.print(span_line(span, out.console), soft_wrap=True)
+            sys.stdout.flush()
+
+        emit(spans)
+        if not args.follow:
+            return 0
+        if not out.json and sys.stderr.isatty():
+            print(f"Following {log.path} (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            while True:
+                _sleep(_FOLLOW_INTERVAL_SECONDS)
+                spans, position = log.read(position)
+                if spans:
+                    emit(spans)
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        log.close()
+
+
+def _expand_inputs(inputs: Sequence[str], store_path: Path) -> tuple[list[Path], list[str]]:
+    """The files named by FILE|DIR|GLOB arguments (each once, in order), and a problem line per unmatched argument."""
+    files: list[Path] = []
+    problems: list[str] = []
+    try:
+        store = store_path.resolve()
+    except OSError:  # pragma: no cover - resolve rarely fails
+        store = store_path
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMPORT_SUFFIXES)
+            if not found:
+                problems.append(f"{item}: no *.json, *.jsonl or *.ndjson files in this directory")
+        elif path.is_file():
+            found = [path]
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                problems.append(f"{item}: no file matches this pattern")
+        else:
+            problems.append(f"{item}: no such file or directory")
+            continue
+        for file in found:
+            resolved = file.resolve()
+            if resolved.parent == store:
+                problems.append(f"{file}: skipped, it is a segment of the store being imported into")
+            elif file not in files:
+                files.append(file)
+    return files, problems
+
+
+def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.otlp import read_file
+
+    path = _store_path(args)
+    files, problems = _expand_inputs(args.inputs, path)
+    seen: set[tuple[str, str]] = set()
+    if path.exists() and files:
+        with _open_existing_log(path) as existing:
+            seen = {(span.trace_id, span.span_id) for span in existing.read()[0]}
+    counts = {"valid": 0, "loaded": 0, "duplicates": 0, "invalid": 0, "corrupt": 0, "other": 0, "files_loaded": 0}
+    traces: set[str] = set()
+    log: SpanLog | None = None
+    progress = _progress(files, out)
+    try:
+        for file in files:
+            if progress is not None:
+                progress.advance(file)
+            try:
+                result = read_file(file)
+            except SpanStoreError as error:
+                problems.append(str(error))
+                continue
+            counts["valid"] += len(result.spans)
+            counts["invalid"] += result.skipped_spans
+            counts["corrupt"] += len(result.corrupt_lines)
+            counts["other"] += result.other_signal_lines
+            problems.extend(str(error) for error in result.corrupt_lines)
+            problems.extend(str(issue) for issue in result.issues)
+            fresh = []
+            for span in result.spans:
+                key = (span.trace_id, span.span_id)
+                if key in seen:
+                    counts["duplicates"] += 1
+                else:
+                    seen.add(key)
+                    fresh.append(span)
+            if not fresh:
+                continue
+            if log is None:
+                from spanstore.log import SpanLog
+
+                log = SpanLog(path, fsync="interval")
+            log.append(fresh)
+            counts["loaded"] += len(fresh)
+            counts["files_loaded"] += 1
+            traces.update(span.trace_id for span in fresh)
+    finally:
+        if progress is not None:
+            progress.close()
+        if log is not None:
+            log.close()
+    summary = {
+        "path": str(path),
+        "files": len(files),
+        "files_loaded": counts["files_loaded"],
+        "spans_loaded": counts["loaded"],
+        "traces_loaded": len(traces),
+        "duplicate_spans": counts["duplicates"],
+        "invalid_spans": counts["invalid"],
+        "corrupt_lines": counts["corrupt"],
+        "other_signal_lines": counts["other"],
+        "problems": problems,
+    }
+    if out.json:
+        out.record(summary)
+    else:
+        _print_import_summary(out, summary, counts["valid"], args.verbose)
+    if counts["valid"] == 0:
+        where = f"{len(files)} file{'s' if len(files) != 1 else ''}" if files else " ".join(args.inputs)
+        raise CommandError(f"nothing to import: no valid OTLP spans in {where}")
+    return 0
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_import_summary(out: _Output, summary: dict[str, Any], valid: int, verbose: bool) -> None:
+    from rich.text import Text
+
+    console = out.console
+    if valid:
+        spans = _plural(summary["spans_loaded"], "span")
+        line = Text(f"Imported {spans} ({_plural(summary['traces_loaded'], 'trace')}) ", style="bold")
+        line.append(f"from {summary['files_loaded']} of {_plural(summary['files'], 'file')} into {summary['path']}.")
+        console.print(line)
+    skipped = [
+        (summary["invalid_spans"], "invalid span", ""),
+        (summary["corrupt_lines"], "line", " that is not OTLP traces"),
+        (summary["duplicate_spans"], "duplicate span", " (trace and span id already in the store or the input)"),
+        (summary["other_signal_lines"], "metric/log line", " (not traces)"),
+    ]
+    shown = [
+        _plural(count, what) + (note if count == 1 else note.replace(" is ", " are "))
+        for count, what, note in skipped
+        if count
+    ]
+    if shown:
+        console.print(Text("Skipped " + ", ".join(shown) + "."))
+    problems = summary["problems"]
+    if problems:
+        listed = problems if verbose else problems[:_PROBLEMS_SHOWN]
+        more = "" if len(listed) == len(problems) else f" (first {len(listed)} of {len(problems)}; -v lists all)"
+        console.print(Text(f"Problems{more}:", style="yellow"))
+        for problem in listed:
+            console.print(Text("  " + _clip(problem, 300)), soft_wrap=True)
+
+
+class _FileProgress:
+    """A rich progress bar over files, weighted by size (only made for big inputs on a terminal)."""
+
+    def __init__(self, sizes: dict[Path, int]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._sizes = sizes
+        self._progress = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("", total=sum(sizes.values()))
+        self._previous: Path | None = None
+        self._progress.start()
+
+    def advance(self, file: Path) -> None:
+        if self._previous is not None:
+            self._progress.advance(self._task, self._sizes[self._previous])
+        self._progress.update(self._task, description=file.name)
+        self._previous = file
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(files: Sequence[Path], out: _Output) -> _FileProgress | None:
+    if out.json or not sys.stderr.isatty() or not files:
+        return None
+    sizes = {}
+    for file in files:
+        try:
+            sizes[file] = file.stat().st_size
+        except OSError:
+            sizes[file] = 0
+    if sum(sizes.values()) < 8 << 20 and len(files) < 50:
+        return None
+    return _FileProgress(sizes)
+
+
+def _cmd_export(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.otlp import encode_spans
+    from spanstore.query import query_spans
+
+    if args.out == "-" and out.json:
+        raise UsageError("--json and --out - would both write to stdout; pick one")
+    query = _query(args, limit=args.limit, order="newest" if args.limit is not None else "oldest")
+    with _reading(args) as reader:
+        spans = query_spans(reader.store, query)
+    if args.limit is not None:
+        spans.reverse()  # the newest N, written oldest first
+    lines = encode_spans(spans)
+    if args.out == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(lines))
+        sys.stdout.flush()
+    else:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.writelines(lines)
+    summary = {"out": args.out, "spans": len(spans), "traces": len({s.trace_id for s in spans}), "lines": len(lines)}
+    what = f"{_plural(summary['spans'], 'span')} ({_plural(summary['traces'], 'trace')})"
+    if out.json:
+        out.record(summary)
+    elif args.out == "-":
+        print(f"Exported {what} to stdout as OTLP JSON Lines.", file=sys.stderr)
+    else:
+        out.say(f"Exported {what} to {args.out} as OTLP JSON Lines.")
+    return 0
+
+
+# --- entry point ------------------------------------------------------------------------------------------------------
+def _exit_status(exit: SystemExit) -> int:
+    code = exit.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _fail(message: str) -> int:
+    print(f"spanstore: error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``spanstore`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Never raises for bad input or a failing command: usage errors return 2 (argparse prints usage and the error),
+    failures print ``spanstore: error: ...`` to stderr and return 1.
+
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    spanstore ...
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return _exit_status(exit)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    out = _Output(args.json)
+    try:
+        return args.handler(args, out)
+    except (UsageError, InvalidQueryError) as error:
+        try:
+            args.command_parser.error(str(error))
+        except SystemExit as exit:
+            return _exit_status(exit)
+        return 2  # pragma: no cover - error() always exits
+    except BrokenPipeError:
+        # The reader went away (`spanstore spans --json | head`): stop quietly, as Python's docs recommend.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (SpanStoreError, OSError) as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return 130
