@@ -289,6 +289,9 @@ class SpanStore:
     def _after_fork_in_child(self) -> None:
         # The parent's lock may have been held by a thread that does not exist in the child.
         self._lock = threading.Lock()
+        # Spans still in the inbox were ended by the parent, which indexes and writes them; the child writing them
+        # too would duplicate them on disk.
+        self._inbox = collections.deque()
 
     # --- context manager ----------------------------------------------------------------------------------------
     def __enter__(self) -> SpanStore:
