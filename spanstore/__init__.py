@@ -35,13 +35,39 @@ from spanstore.query import (
     recent_failures,
 )
 from spanstore.store import SpanStore, StoreStats
+from spanstore.traceql import format_traceql, parse_traceql
 
 __version__ = "0.1.0"
+
+# The span processor pulls in the OpenTelemetry SDK: load it on first use, so `import spanstore` (and the CLI) stay
+# quick for code that only reads a store.
+_LAZY = {
+    "FileBasedSpanProcessor": "spanstore.processor",
+    "SpanStoreExporter": "spanstore.processor",
+    "install": "spanstore.processor",
+    "SpanLog": "spanstore.log",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spanstore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AttributeFilter",
     "AttributeMap",
     "CorruptLineError",
+    "FileBasedSpanProcessor",
     "InvalidQueryError",
     "InvalidSpanError",
     "LockTimeoutError",
@@ -51,9 +77,11 @@ __all__ = [
     "SpanEvent",
     "SpanKind",
     "SpanLink",
+    "SpanLog",
     "SpanQuery",
     "SpanStore",
     "SpanStoreError",
+    "SpanStoreExporter",
     "StatusCode",
     "StorageError",
     "StoreClosedError",
@@ -63,7 +91,10 @@ __all__ = [
     "filter_by_attribute",
     "filter_by_error_type",
     "find_traces",
+    "format_traceql",
     "get_trace",
+    "install",
+    "parse_traceql",
     "query_spans",
     "recent_failures",
 ]

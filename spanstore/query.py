@@ -27,6 +27,7 @@ checked against every criterion, so the choice of index changes only the speed, 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -470,30 +471,29 @@ def _sort(spans: list[StoredSpan], order: str) -> list[StoredSpan]:
 
 
 class _Candidates:
-    """A candidate set a criterion can produce: its size (or an upper bound) and how to list it."""
+    """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size."""
 
-    __slots__ = ("size", "produce")
+    __slots__ = ("postings", "size")
 
-    def __init__(self, size: int, produce: Callable[[], Iterable[StoredSpan]]) -> None:
-        self.size = size
-        self.produce = produce
+    def __init__(self, postings: list[array]) -> None:
+        unique = {id(posting): posting for posting in postings}  # `in (1, 1)` names one list twice
+        self.postings = list(unique.values())
+        self.size = sum(map(len, self.postings))
+
+    def ascending(self) -> Iterable[int]:
+        if len(self.postings) == 1:
+            return self.postings[0]
+        return heapq.merge(*self.postings)
+
+    def descending(self) -> Iterable[int]:
+        if len(self.postings) == 1:
+            return reversed(self.postings[0])
+        return heapq.merge(*map(reversed, self.postings), reverse=True)
 
 
-def _union(store: SpanStore, postings: list[array]) -> _Candidates:
-    def produce() -> Iterator[StoredSpan]:
-        if len(postings) == 1:
-            return store._live(postings[0])
-        seqs = sorted({seq for posting in postings for seq in posting})
-        return store._live(seqs)
-
-    return _Candidates(sum(map(len, postings)), produce)
-
-
-def _posting(store: SpanStore, index: dict[Any, array], key: object) -> _Candidates:
+def _posting(index: dict[Any, array], key: object) -> _Candidates:
     posting = index.get(key)
-    if posting is None:
-        return _Candidates(0, tuple)
-    return _Candidates(len(posting), lambda: store._live(posting))
+    return _Candidates([posting] if posting is not None else [])
 
 
 def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates | None:
@@ -525,12 +525,12 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
                 return None
             if key in values_index:
                 postings.append(values_index[key])
-        return _union(store, postings)
+        return _Candidates(postings)
     # A numeric range over int values (a key with float values, or a string range, is filtered instead).
     if not _is_number(f.value) or floats:
         return None
     postings = [seqs for key, seqs in values_index.items() if type(key) is int and _ordered(f.op, key, f.value)]
-    return _union(store, postings)
+    return _Candidates(postings)
 
 
 def _scan_time(store: SpanStore, since: int | None, until: int | None, reverse: bool) -> Iterator[StoredSpan]:
@@ -548,7 +548,8 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     """Yield the spans matching ``query`` in its order (called with the store's lock held).
 
     ``expected``: for a query without a limit, how many results the caller expects to consume before it stops
-    (find_traces); it lets the planner prefer a walk that stops early.
+    (find_traces); it lets the planner prefer a walk that stops early. Every path yields exactly the matches, in
+    the documented order: the plan changes only the cost.
     """
     accept = query.predicate(now)
     since, until = query.window(now)
@@ -557,19 +558,18 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     total = store._span_count
 
     if query.trace_id is not None:
-        spans = [s for s in store._trace_spans(query.trace_id) if accept(s)]
-        yield from _sort(spans, order)
+        yield from _sort([s for s in store._trace_spans(query.trace_id) if accept(s)], order)
         return
 
     sources: list[_Candidates] = []
     if query.name is not None:
-        sources.append(_posting(store, store._by_name, query.name))
+        sources.append(_posting(store._by_name, query.name))
     if query.service is not None:
-        sources.append(_posting(store, store._by_service, query.service))
+        sources.append(_posting(store._by_service, query.service))
     if query.status is not None:
-        sources.append(_posting(store, store._by_status, int(query.status)))
+        sources.append(_posting(store._by_status, int(query.status)))
     if query.error_type is not None:
-        sources.append(_posting(store, store._by_error_type, query.error_type))
+        sources.append(_posting(store._by_error_type, query.error_type))
     for f in query.attributes:
         candidates = _attribute_candidates(store, f)
         if candidates is not None:
@@ -577,35 +577,87 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     if query.min_duration_ns is not None or query.max_duration_ns is not None:
         low = duration_bucket(query.min_duration_ns) if query.min_duration_ns is not None else None
         high = duration_bucket(query.max_duration_ns) if query.max_duration_ns is not None else None
-        postings = [
-            seqs
-            for bucket, seqs in store._by_duration.items()
-            if (low is None or bucket >= low) and (high is None or bucket <= high)
-        ]
-        sources.append(_union(store, postings))
+        buckets = store._by_duration.items()
+        sources.append(
+            _Candidates([s for b, s in buckets if (low is None or b >= low) and (high is None or b <= high)])
+        )
     best = min(sources, key=lambda c: c.size, default=None)
-    window_size = _time_window_size(store, since, until) if (since is not None or until is not None) else total
+    windowed = since is not None or until is not None
+    window_size = _time_window_size(store, since, until) if windowed else total
 
-    if order == "longest" and limit is not None and (best is None or best.size > 4 * limit + 1024):
-        yield from _longest_by_buckets(store, accept, limit)
+    if best is not None and best.size == 0:
+        return
+    if order == "longest":
+        if limit is not None and (best is None or best.size > 4 * limit + 1024):
+            yield from _longest_by_buckets(store, accept, limit)
+        else:
+            yield from _sort(_collect(store, best, since, until, accept), order)
         return
 
-    # Walking the time index costs about limit / selectivity steps; listing a candidate set costs its size.
-    if order != "longest" and limit is not None:
-        selectivity = (best.size / total) if (best is not None and total) else 1.0
-        walk_cost = window_size if selectivity == 0 else min(window_size, limit / selectivity)
-        if best is None or walk_cost < best.size:
-            for span in _scan_time(store, since, until, reverse=(order == "newest")):
-                if accept(span):
-                    yield span
-            return
+    # Estimated steps of each plan; criteria are assumed independent.
+    in_window = window_size / total if total else 1.0
+    selectivity = in_window
+    for source in sources:
+        selectivity *= source.size / total if total else 1.0
+    plans = {"collect": float(min(best.size, window_size) if best is not None else window_size)}
+    if limit is not None:
+        plans["walk_time"] = window_size if selectivity == 0 else min(window_size, limit / selectivity)
+        if best is not None and order == "newest":
+            rest = selectivity / (best.size / total) if total else 1.0
+            plans["walk_best"] = min(best.size * in_window, limit / rest if rest else best.size) + limit
+    plan = min(plans, key=plans.__getitem__)
 
-    if best is None or window_size < best.size:
-        # Start-time order with ties in arrival order: _sort's stable sorts give the same result as from arrival order.
-        spans = [s for s in _scan_time(store, since, until, reverse=False) if accept(s)]
+    if plan == "walk_time":
+        for span in _scan_time(store, since, until, reverse=(order == "newest")):
+            if accept(span):
+                yield span
+    elif plan == "walk_best":
+        assert best is not None
+        yield from _walk_newest(store, best.descending(), accept, since)
     else:
-        spans = [s for s in best.produce() if accept(s)]
-    yield from _sort(spans, order)
+        yield from _sort(_collect(store, best, since, until, accept), order)
+
+
+def _collect(
+    store: SpanStore, best: _Candidates | None, since: int | None, until: int | None, accept: Callable
+) -> list[StoredSpan]:
+    """Every match, from the smaller of the best candidate list and the time window, in arrival order.
+
+    (From the time index they come in start order, ties in arrival order; _sort's stable sorts treat both alike.)
+    """
+    if best is None or _time_window_size(store, since, until) < best.size:
+        return [s for s in _scan_time(store, since, until, reverse=False) if accept(s)]
+    return [s for s in store._live(best.ascending()) if accept(s)]
+
+
+def _walk_newest(
+    store: SpanStore, seqs: Iterable[int], accept: Callable[[StoredSpan], bool], since: int | None
+) -> Iterator[StoredSpan]:
+    """Yield the matches among ``seqs`` (descending) newest first, lazily.
+
+    Before row i is read, every row left (0..i) starts at or before ``_max_start[i]``: a held match starting at
+    or after it outranks them all (ties go to the later arrival, and every row left arrived earlier), so it can
+    be yielded; once ``_max_start[i]`` falls before ``since`` nothing left can match. Arrival order is nearly start
+    order, so this stops a few rows past the last result.
+    """
+    rows = store._rows
+    base = store._base
+    ceilings = store._max_start
+    held: list[tuple[int, int, StoredSpan]] = []
+    for seq in seqs:
+        if seq < base:
+            break
+        i = seq - base
+        ceiling = ceilings[i]
+        while held and -held[0][0] >= ceiling:
+            yield heapq.heappop(held)[2]
+        if since is not None and ceiling < since:
+            break
+        span = rows[i]
+        if span is not None and accept(span):
+            heapq.heappush(held, (-span.start_time_unix_nano, -seq, span))
+    while held:
+        yield heapq.heappop(held)[2]
 
 
 def _longest_by_buckets(store: SpanStore, accept: Callable[[StoredSpan], bool], limit: int) -> Iterator[StoredSpan]:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from sortedcontainers import SortedKeyList
 
-from spanstore.errors import InvalidQueryError, StoreClosedError
+from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
 from spanstore.model import Resource, StatusCode, StoredSpan, from_readable_span
 
 if TYPE_CHECKING:
@@ -245,6 +245,11 @@ class SpanStore:
         self._rows: list[StoredSpan | None] = []
         self._base = 0  # seq of _rows[0]
         self._sizes = array("l")  # estimated bytes per row, parallel to _rows
+        # _max_start[i]: the latest start time among rows 0..i (evicted ones included). Arrival order is nearly
+        # start order, so walking a posting list backwards, the planner can stop as soon as no earlier row can
+        # start late enough to matter (see spanstore.query._walk_newest).
+        self._max_start = array("Q")
+        self._max_start_floor = 0  # _max_start of the rows already cut from the front
         self._traces: dict[str, array] = {}  # trace id -> seqs of its live spans
         self._trace_order: collections.deque[str] = collections.deque()  # live traces, arrival order
         self._by_time: SortedKeyList = SortedKeyList(key=_start_time)
@@ -356,8 +361,7 @@ class SpanStore:
         Returns False when the span was dropped because its trace is at ``max_spans_per_trace``.
         Amortized O(log n + a) for a span with a indexed attributes.
         """
-        if not isinstance(span, StoredSpan):
-            raise TypeError(f"SpanStore.add expects a StoredSpan, got {type(span).__name__}")
+        _check_span(span)
         self._check_open()
         with self._lock:
             if self._inbox:
@@ -371,9 +375,8 @@ class SpanStore:
         """Add spans in one lock acquisition; return how many were kept (see :meth:`add`)."""
         self._check_open()
         spans = list(spans)
-        for span in spans:
-            if not isinstance(span, StoredSpan):
-                raise TypeError(f"SpanStore.add_many expects StoredSpans, got {type(span).__name__}")
+        for span in spans:  # all checked before any is added: a bad span leaves the store unchanged
+            _check_span(span)
         kept: list[StoredSpan] = []
         with self._lock:
             if self._inbox:
@@ -401,6 +404,10 @@ class SpanStore:
         rows.append(span)
         size = _estimate_bytes(span)
         self._sizes.append(size)
+        start = span.start_time_unix_nano
+        max_start = self._max_start
+        latest = max_start[-1] if max_start else self._max_start_floor
+        max_start.append(start if start > latest else latest)
         trace.append(seq)
         self._by_time.add(span)
 
@@ -527,6 +534,8 @@ class SpanStore:
         if front > 1024 or (front and front == len(rows)):
             del rows[:front]
             del self._sizes[:front]
+            self._max_start_floor = self._max_start[front - 1]
+            del self._max_start[:front]
             self._base += front
         if self._dead_since_compaction > max(4096, self._span_count // 4):
             self._compact_locked()
@@ -706,7 +715,13 @@ class SpanStore:
             base = self._base
             live = {base + i: span for i, span in enumerate(rows) if span is not None}
             assert self._span_count == len(live), (self._span_count, len(live))
-            assert len(self._sizes) == len(rows)
+            assert len(self._sizes) == len(rows) == len(self._max_start)
+            latest = self._max_start_floor
+            for i, span in enumerate(rows):
+                if span is not None:
+                    latest = max(latest, span.start_time_unix_nano)
+                    assert self._max_start[i] >= latest
+                latest = max(latest, self._max_start[i])
             assert self._bytes == sum(self._sizes[seq - base] for seq in live)
             assert self._span_count <= self.max_spans or not live
             assert list(self._trace_order) == list(self._traces)
@@ -768,6 +783,22 @@ class SpanStore:
 
 def _same_key(a: object, b: object) -> bool:
     return a is b if isinstance(a, _BoolKey) or isinstance(b, _BoolKey) else a == b
+
+
+_UINT64_MAX = 2**64 - 1
+
+
+def _check_span(span: object) -> None:
+    """Refuse what the indices cannot hold, before anything changes."""
+    if not isinstance(span, StoredSpan):
+        raise TypeError(f"SpanStore.add expects a StoredSpan, got {type(span).__name__}")
+    for name in ("start_time_unix_nano", "end_time_unix_nano"):
+        value = getattr(span, name)
+        if type(value) is not int or not 0 <= value <= _UINT64_MAX:
+            raise InvalidSpanError(
+                f"{name} must be an int of Unix nanoseconds in 0..2**64-1, got {value!r}",
+                where=f"span {span.span_id} of trace {span.trace_id}",
+            )
 
 
 def _remove_identical(index: SortedKeyList, span: StoredSpan) -> None:
