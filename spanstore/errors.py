@@ -20,7 +20,15 @@ __all__ = [
 
 
 class SpanStoreError(Exception):
-    """Root of every error spanstore raises on purpose."""
+    """Root of every error spanstore raises on purpose.
+
+    >>> from spanstore import SpanStore, get_trace
+    >>> try:
+    ...     get_trace(SpanStore(), "abc")
+    ... except SpanStoreError as error:
+    ...     print(type(error).__name__, "-", error)
+    InvalidQueryError - trace_id must be 32 hex characters, got 'abc'
+    """
 
 
 class InvalidSpanError(SpanStoreError, ValueError):

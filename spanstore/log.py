@@ -244,7 +244,7 @@ class SpanLog:
         *,
         fsync: FsyncPolicy = "interval",
         fsync_interval_seconds: float = 1.0,
-        segment_max_bytes: int = 64 << 20,
+        segment_max_bytes: int = 16 << 20,
         max_bytes: int | None = 1 << 30,
         max_age_seconds: float | None = None,
         lock_timeout_seconds: float = 10.0,

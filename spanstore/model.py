@@ -51,7 +51,11 @@ _intern = sys.intern
 
 
 class SpanKind(enum.IntEnum):
-    """The span kind, numbered as in OTLP (``opentelemetry.proto.trace.v1.Span.SpanKind``)."""
+    """The span kind, numbered as in OTLP (``opentelemetry.proto.trace.v1.Span.SpanKind``).
+
+    >>> SpanKind.SERVER, SpanKind(3).name
+    (<SpanKind.SERVER: 2>, 'CLIENT')
+    """
 
     UNSPECIFIED = 0
     INTERNAL = 1
@@ -62,7 +66,11 @@ class SpanKind(enum.IntEnum):
 
 
 class StatusCode(enum.IntEnum):
-    """The span status code, numbered as in OTLP and the SDK."""
+    """The span status code, numbered as in OTLP and the SDK.
+
+    >>> StatusCode.ERROR == 2, StatusCode["OK"]
+    (True, <StatusCode.OK: 1>)
+    """
 
     UNSET = 0
     OK = 1
@@ -212,7 +220,11 @@ def share_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class Resource(msgspec.Struct, frozen=True, gc=False):
-    """The entity that produced spans (``service.name`` and friends). Shared, never copied, between spans."""
+    """The entity that produced spans (``service.name`` and friends). Shared, never copied, between spans.
+
+    >>> Resource(attributes=AttributeMap.of({"service.name": "cart"})).service_name, Resource().service_name
+    ('cart', 'unknown_service')
+    """
 
     attributes: AttributeMap = EMPTY_ATTRIBUTES
     schema_url: str = ""
@@ -226,7 +238,11 @@ class Resource(msgspec.Struct, frozen=True, gc=False):
 
 
 class Scope(msgspec.Struct, frozen=True, gc=False):
-    """The instrumentation scope (library) that produced spans. Shared, never copied, between spans."""
+    """The instrumentation scope (library) that produced spans. Shared, never copied, between spans.
+
+    >>> Scope(name="opentelemetry.instrumentation.flask", version="0.48b0").name
+    'opentelemetry.instrumentation.flask'
+    """
 
     name: str = ""
     version: str = ""
@@ -240,7 +256,11 @@ EMPTY_SCOPE = Scope()
 
 
 class SpanEvent(msgspec.Struct, frozen=True, gc=False):
-    """A timestamped event on a span (``exception`` events carry ``exception.type``/``message``/``stacktrace``)."""
+    """A timestamped event on a span (``exception`` events carry ``exception.type``/``message``/``stacktrace``).
+
+    >>> SpanEvent("exception", 1_000, AttributeMap.of({"exception.type": "KeyError"})).attributes["exception.type"]
+    'KeyError'
+    """
 
     name: str
     time_unix_nano: int
@@ -249,7 +269,11 @@ class SpanEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class SpanLink(msgspec.Struct, frozen=True, gc=False):
-    """A link from a span to another span, possibly in another trace."""
+    """A link from a span to another span, possibly in another trace.
+
+    >>> SpanLink(trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331").trace_state
+    ''
+    """
 
     trace_id: str
     span_id: str

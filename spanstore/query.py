@@ -784,6 +784,14 @@ class TraceSummary:
 
     ``root_name``/``root_service`` come from the root span, or from the earliest span when the store holds no root
     (``has_root`` is then False). ``duration_ns`` spans the earliest start to the latest end.
+
+    >>> from spanstore import SpanStore, StoredSpan
+    >>> store = SpanStore()
+    >>> _ = store.add(StoredSpan(trace_id="ab" * 16, span_id="01" * 8, name="GET /", start_time_unix_nano=5,
+    ...                          end_time_unix_nano=25))
+    >>> summary = find_traces(store)[0]
+    >>> summary.root_name, summary.duration_ns, summary.span_count, summary.has_root
+    ('GET /', 20, 1, True)
     """
 
     trace_id: str
