@@ -455,7 +455,8 @@ class SpanLog:
 
         Raises :class:`~spanstore.errors.StorageError` (read-only directory, disk full: the message says which;
         no partial line is left behind when the file could be cut back, though a batch spread over two segments
-        may keep the whole lines written before the failure),
+        may keep the whole lines written before the failure; when only the fsync after a complete write failed,
+        the error has ``lines_written = True``, and appending the batch again would duplicate it),
         :class:`~spanstore.errors.LockTimeoutError` (another process held the lock longer than
         ``lock_timeout_seconds``), :class:`~spanstore.errors.StoreClosedError`.
         """
@@ -478,7 +479,11 @@ class SpanLog:
             if policy == "always" or (
                 policy == "interval" and time.monotonic() - self._last_fsync >= self.fsync_interval_seconds
             ):
-                self._sync_segment()
+                try:
+                    self._sync_segment()
+                except StorageError as exc:
+                    exc.lines_written = True  # type: ignore[attr-defined]  # callers must not append them again
+                    raise
         return written
 
     def _sync_segment(self) -> None:

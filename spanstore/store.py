@@ -317,6 +317,11 @@ class SpanStore:
         where = str(self.path) if self.path is not None else "memory"
         return f"<SpanStore {where} spans={self._span_count} traces={len(self._traces)}>"
 
+    @property
+    def writer(self) -> Any:
+        """The background :class:`~spanstore.writer.LogWriter` of a store with a path (None in memory)."""
+        return self._writer
+
     def __len__(self) -> int:
         """The number of spans held (after converting any waiting in the inbox). O(1)."""
         self.drain()
@@ -331,8 +336,11 @@ class SpanStore:
         """
         inbox = self._inbox
         inbox.append(span)
-        if len(inbox) > _INBOX_DRAIN_THRESHOLD:
+        waiting = len(inbox)
+        if waiting > _INBOX_DRAIN_THRESHOLD:
             self.drain()
+        elif not waiting & 1023 and self._writer is not None:
+            self._writer.wake()  # a burst: convert it in the background before the inline threshold is reached
 
     def drain(self) -> int:
         """Convert and index every span waiting in the inbox; return how many. Thread-safe.
@@ -393,8 +401,7 @@ class SpanStore:
                 if self._add_locked(span):
                     kept.append(span)
         if self._writer is not None:
-            for span in kept:
-                self._writer.enqueue(span)
+            self._writer.enqueue_many(kept)
         return len(kept)
 
     def _add_locked(self, span: StoredSpan) -> bool:

@@ -255,7 +255,7 @@ def test_flipped_bytes_lose_only_that_line_and_say_where(store_path: Path) -> No
             ("spans-000001.jsonl", 3, False),
             ("spans-000001.jsonl", 5, False),
         ]
-        assert all("JSON" in s.reason for s in stats.skipped_lines)
+        assert all("JSON" in s.reason or "UTF-8" in s.reason for s in stats.skipped_lines)
         log.read()
         assert log.stats().skipped_line_count == 2  # counted once, however often it is read
 
@@ -732,3 +732,19 @@ def test_threads_appending_at_once_keep_every_line_whole_and_in_order(store_path
         for t in range(4):
             assert [s for s in everything if s.name.startswith(f"t{t}-")] == per_thread[t]
         assert log.stats().skipped_line_count == 0
+
+
+def test_a_failed_fsync_says_the_lines_were_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsync failing after a complete write raises StorageError marked lines_written, and the lines are readable."""
+    import spanstore.log as log_module
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with SpanLog(tmp_path / "store", fsync="always") as log:
+        monkeypatch.setattr(log_module, "_fdatasync", broken_fsync)
+        with pytest.raises(StorageError) as raised:
+            log.append(make_spans(3))
+        assert raised.value.lines_written is True
+        monkeypatch.undo()
+        assert len(log.read()[0]) == 3
