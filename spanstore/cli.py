@@ -533,15 +533,18 @@ class _Reader:
 
 
 @contextmanager
-def _reading(args: argparse.Namespace) -> Iterator[_Reader]:
-    """Load the newest spans of the store at ``--path`` into a memory-only SpanStore (the directory is not touched)."""
+def _reading(args: argparse.Namespace, containing: bytes | None = None) -> Iterator[_Reader]:
+    """Load the newest spans of the store at ``--path`` into a memory-only SpanStore (the directory is not touched).
+
+    ``containing``: decode only the log lines holding these bytes (see SpanLog.read), e.g. one trace's id.
+    """
     from spanstore.store import DEFAULT_MAX_SPANS, SpanStore
 
     path = _store_path(args)
     log = _open_existing_log(path)
     try:
         options = _store_options()
-        spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS))
+        spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS), containing=containing)
         store = SpanStore(**options)
         store.add_many(spans)
         del spans
@@ -728,14 +731,13 @@ def _resolve_trace_id(store: SpanStore, prefix: str, path: Path) -> str:
 def _cmd_trace(args: argparse.Namespace, out: _Output) -> int:
     from spanstore.query import get_trace
 
-    with _reading(args) as reader:
-        trace_id = _resolve_trace_id(reader.store, args.trace_id, reader.path)
+    # spanstore writes canonical lines (lowercase ids, no spaces): only lines naming the trace need decoding.
+    prefix = args.trace_id.lower()
+    with _reading(args, containing=f'"traceId":"{prefix}'.encode()) as reader:
+        trace_id = _resolve_trace_id(reader.store, prefix, reader.path)
         spans = get_trace(reader.store, trace_id)
-        held = len(reader.store.trace_ids())
     if not spans:
-        raise CommandError(
-            f"no trace {trace_id} in {reader.path} ({held:,} traces held; `spanstore traces` lists them)"
-        )
+        raise CommandError(f"no trace {trace_id} in {reader.path} (`spanstore traces` lists them)")
     if out.json:
         out.spans(spans)
         return 0

@@ -748,3 +748,17 @@ def test_a_failed_fsync_says_the_lines_were_written(tmp_path: Path, monkeypatch:
         assert raised.value.lines_written is True
         monkeypatch.undo()
         assert len(log.read()[0]) == 3
+
+
+def test_read_containing_decodes_only_matching_lines(tmp_path: Path) -> None:
+    """read(containing=...) returns the spans of the lines holding those bytes, newest budget included."""
+    with SpanLog(tmp_path / "store") as log:
+        batches = [make_spans(3, prefix=f"b{i}") for i in range(4)]
+        for batch in batches:
+            log.append(batch)
+        wanted = batches[2][1]
+        needle = f'"traceId":"{wanted.trace_id}'.encode()
+        found, _ = log.read(containing=needle)
+        assert found == batches[2]  # the whole line that holds the trace, and nothing else
+        assert log.read(containing=b'"traceId":"' + b"f" * 32)[0] == []
+        assert wanted in log.read(max_spans=100, containing=needle)[0]
