@@ -413,14 +413,18 @@ _scope_cache = _IdentityCache()
 def _sdk_attributes(attributes: Mapping[str, Any] | None) -> AttributeMap:
     if not attributes:
         return EMPTY_ATTRIBUTES
-    values = []
-    for value in attributes.values():
-        if type(value) is str and len(value) <= 64:
-            value = _intern(value)
-        elif isinstance(value, list):  # the SDK keeps tuples; a user's own Mapping may not
-            value = tuple(value)
-        values.append(value)
-    return AttributeMap(share_keys(tuple(attributes.keys())), tuple(values))
+    # The SDK's BoundedAttributes keeps a plain dict: reading it directly skips the Mapping ABC's per-item
+    # __getitem__ calls, which cost more than the rest of the conversion (an SDK without it takes the slow path).
+    raw = getattr(attributes, "_dict", attributes)
+    values = list(raw.values())
+    for i, value in enumerate(values):
+        kind = type(value)
+        if kind is str:
+            if len(value) <= 64:
+                values[i] = _intern(value)
+        elif kind is list:  # the SDK keeps tuples; a user's own Mapping may not
+            values[i] = tuple(value)
+    return AttributeMap(share_keys(tuple(raw)), tuple(values))
 
 
 def _sdk_resource(resource: Any) -> Resource:
@@ -461,13 +465,23 @@ def _context_flags(context: Any) -> int:
     return flags
 
 
+_NOT_SET = object()
+
+
 def from_readable_span(span: ReadableSpan) -> StoredSpan:
     """Convert an SDK ``ReadableSpan`` into a :class:`StoredSpan` (see :meth:`StoredSpan.from_readable_span`)."""
     context = span.context
     parent = span.parent
     status = span.status
-    events = span.events
-    links = span.links
+    # The SDK's private fields, where it has them, spare a MappingProxy and two locked tuple copies per span on
+    # the hot path (events and links are empty on most spans); any other ReadableSpan takes the public properties.
+    attributes = getattr(span, "_attributes", _NOT_SET)
+    if attributes is _NOT_SET:
+        attributes = span.attributes
+    events = getattr(span, "_events", _NOT_SET)
+    events = span.events if events is _NOT_SET or events else ()
+    links = getattr(span, "_links", _NOT_SET)
+    links = span.links if links is _NOT_SET or links else ()
     return StoredSpan(
         trace_id=_intern(format(context.trace_id, "032x")),
         span_id=_intern(format(context.span_id, "016x")),
@@ -478,7 +492,7 @@ def from_readable_span(span: ReadableSpan) -> StoredSpan:
         end_time_unix_nano=span.end_time or 0,
         status_code=_STATUS_BY_SDK_VALUE[status.status_code.value],
         status_message=status.description or "",
-        attributes=_sdk_attributes(span.attributes),
+        attributes=_sdk_attributes(attributes),
         events=tuple(
             SpanEvent(
                 name=_intern(event.name),
