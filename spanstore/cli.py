@@ -771,7 +771,8 @@ def _cmd_failures(args: argparse.Namespace, out: _Output) -> int:
     from spanstore.query import query_spans, recent_failures
 
     window = "the given time range"
-    with _reading(args) as reader:
+    # An ERROR span's line holds its canonical status, `"code":2`: lines without it need no decoding.
+    with _reading(args, containing=b'"code":2') as reader:
         if args.since is None and args.until is None:
             last = args.last if args.last is not None else 3_600_000_000_000
             window = f"the last {_duration_text(last)}"
