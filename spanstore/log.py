@@ -41,6 +41,7 @@ from typing import Literal, NamedTuple
 import msgspec
 import portalocker
 
+from spanstore import forksafe
 from spanstore.errors import CorruptLineError, LockTimeoutError, NotAStoreError, StorageError, StoreClosedError
 from spanstore.model import StoredSpan
 from spanstore.otlp import DEFAULT_MAX_LINE_BYTES, decode_line, encode_spans
@@ -184,18 +185,6 @@ def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     return error
 
 
-_live_logs: weakref.WeakSet[SpanLog] = weakref.WeakSet()
-
-
-def _reset_logs_after_fork() -> None:
-    for log in list(_live_logs):
-        log._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_logs_after_fork)
-
-
 class SpanLog:
     """An append-only, segmented log of spans on disk, shared safely by threads and processes.
 
@@ -277,7 +266,7 @@ class SpanLog:
         self._finalizer = weakref.finalize(self, _Fds.close, self._fds)
         self._closed = False
         self._init_process_state()
-        _live_logs.add(self)
+        forksafe.register(self)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -382,7 +371,7 @@ class SpanLog:
         self._fsyncs = 0
         self._line_marks: dict[int, tuple[int, int]] = {}  # segment -> (offset, newlines before it)
 
-    def _reset_after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         # The inherited descriptors share their open file description (and flock) with the parent: close our
         # copies without unlocking, which would release the parent's lock.
         self._fds.close()
@@ -406,7 +395,6 @@ class SpanLog:
                     logger.warning("fsync of %s on close failed: %s", self.path, exc)
             self._fds.close()
             self._finalizer.detach()
-        _live_logs.discard(self)
 
     def __enter__(self) -> SpanLog:
         return self
@@ -422,7 +410,7 @@ class SpanLog:
         if self._closed:
             raise StoreClosedError(f"span log {self.path} is closed")
         if self._pid != os.getpid():  # forked without the at-fork hook (should not happen; cheap to check)
-            self._reset_after_fork()
+            self._after_fork_in_child()
 
     # --- segments -----------------------------------------------------------------------------------------------
 

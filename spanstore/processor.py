@@ -35,7 +35,6 @@ import atexit
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from spanstore import forksafe
 from spanstore.model import from_readable_span
 from spanstore.store import SpanStore
 from spanstore.writer import RateLimitedLog
@@ -108,6 +108,26 @@ def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return options
 
 
+def _flush(store: SpanStore, timeout_millis: float) -> bool:
+    """The SDK's force_flush contract: True when done, False on timeout or failure, never an exception."""
+    try:
+        return store.flush(timeout_millis / 1000)
+    except Exception:
+        logger.exception("spanstore: force_flush of %r failed", store)
+        return False
+
+
+def _release(store: SpanStore, *, owned: bool) -> None:
+    """At shutdown: close a store we created, flush one we were given (its owner closes it); never raise."""
+    try:
+        if owned:
+            store.close()
+        else:
+            store.flush(30.0)
+    except Exception:
+        logger.exception("spanstore: shutdown of %r failed", store)
+
+
 class FileBasedSpanProcessor(SpanProcessor):
     """An SDK span processor that keeps every sampled span in a :class:`~spanstore.SpanStore` and its log on disk.
 
@@ -158,15 +178,10 @@ class FileBasedSpanProcessor(SpanProcessor):
         self._restart_writer = False
         self._errors = 0
         self._limit = RateLimitedLog(logger)
-        ref = weakref.ref(self)
+        forksafe.register(self)
 
-        def after_fork_in_child() -> None:
-            processor = ref()
-            if processor is not None:
-                processor._restart_writer = True
-
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork_in_child)
+    def _after_fork_in_child(self) -> None:
+        self._restart_writer = True  # the child's writer thread starts with the child's first span
 
     def __repr__(self) -> str:
         return f"<FileBasedSpanProcessor {self.store!r}{' shut down' if self._shutdown else ''}>"
@@ -206,11 +221,7 @@ class FileBasedSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Index every span ended so far and wait until it is on disk; False on timeout or failure. Thread-safe."""
-        try:
-            return self.store.flush(timeout_millis / 1000)
-        except Exception:
-            logger.exception("spanstore: force_flush of %r failed", self.store)
-            return False
+        return _flush(self.store, timeout_millis)
 
     def shutdown(self) -> None:
         """Flush; close the store when the processor created it. Idempotent (a second call does nothing)."""
@@ -218,13 +229,7 @@ class FileBasedSpanProcessor(SpanProcessor):
             if self._shutdown:
                 return
             self._shutdown = True
-        try:
-            if self._owns_store:
-                self.store.close()
-            else:
-                self.store.flush(30.0)
-        except Exception:
-            logger.exception("spanstore: shutdown of %r failed", self.store)
+        _release(self.store, owned=self._owns_store)
 
 
 class SpanStoreExporter(SpanExporter):
@@ -293,11 +298,7 @@ class SpanStoreExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until every exported span is on disk; False on timeout or failure."""
-        try:
-            return self.store.flush(timeout_millis / 1000)
-        except Exception:
-            logger.exception("spanstore: force_flush of %r failed", self.store)
-            return False
+        return _flush(self.store, timeout_millis)
 
     def shutdown(self) -> None:
         """Flush; close the store when the exporter created it. Idempotent."""
@@ -305,13 +306,7 @@ class SpanStoreExporter(SpanExporter):
             if self._shutdown:
                 return
             self._shutdown = True
-        try:
-            if self._owns_store:
-                self.store.close()
-            else:
-                self.store.flush(30.0)
-        except Exception:
-            logger.exception("spanstore: shutdown of %r failed", self.store)
+        _release(self.store, owned=self._owns_store)
 
 
 _installed: dict[str, FileBasedSpanProcessor] = {}

@@ -34,7 +34,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from sortedcontainers import SortedKeyList
 
+from spanstore import forksafe
 from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
 from spanstore.model import Resource, StatusCode, StoredSpan, from_readable_span
 
@@ -178,18 +178,6 @@ def bool_key(value: bool) -> _BoolKey:
     return _BoolKey.TRUE if value else _BoolKey.FALSE
 
 
-_open_stores: weakref.WeakSet[SpanStore] = weakref.WeakSet()
-
-
-def _reinit_locks_after_fork() -> None:
-    for store in list(_open_stores):
-        store._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_locks_after_fork)
-
-
 class SpanStore:
     """A thread-safe, indexed store of finished spans, in memory and optionally backed by a log directory.
 
@@ -244,7 +232,7 @@ class SpanStore:
         self.path = None
         if path is not None:
             self._open_log(path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue)
-        _open_stores.add(self)
+        forksafe.register(self)
 
     # --- setup --------------------------------------------------------------------------------------------------
     def _reset_indices(self) -> None:

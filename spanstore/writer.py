@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from spanstore import forksafe
+
 if TYPE_CHECKING:
     from spanstore.log import SpanLog
     from spanstore.model import StoredSpan
@@ -125,9 +127,9 @@ class _FlushTicket:
 class LogWriter:
     """Append spans to a :class:`~spanstore.log.SpanLog` in batches, on a background thread.
 
-    ``enqueue`` is O(1), never blocks on disk and never raises; it is meant for the store (which calls it for every
-    span it keeps) but works on its own. At most ``max_queue`` spans wait (plus one batch being appended): when full,
-    the oldest waiting span is dropped and counted in :meth:`stats`.
+    ``enqueue`` is O(1), never blocks on disk and never raises; it is meant for the store (which calls it for
+    every span it keeps) but works on its own. At most ``max_queue`` spans wait (plus one batch being appended):
+    when full, the oldest waiting span is dropped and counted in :meth:`stats`.
 
     Thread-safe: every method may be called from any thread. Fork-aware (see the module docstring).
 
@@ -169,16 +171,10 @@ class LogWriter:
         self._closed = False
         self._limit = RateLimitedLog(logger)
         self._reset_state()
-        ref = weakref.ref(self)
+        forksafe.register(self)
 
-        def after_fork_in_child() -> None:
-            writer = ref()
-            if writer is not None:
-                writer._reset_state()
-
-        # A weak reference, so the fork hook (which cannot be unregistered) does not keep every writer alive.
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork_in_child)
+    def _after_fork_in_child(self) -> None:
+        self._reset_state()
 
     def _reset_state(self) -> None:
         """Fresh synchronisation, an empty queue and zero counters (at start, and in a forked child)."""
@@ -213,29 +209,15 @@ class LogWriter:
         When ``max_queue`` spans already wait, the oldest waiting one is dropped (and counted). After :meth:`close`
         the span is dropped (and counted).
         """
-        with self._lock:
-            if self._closed:
-                self._dropped_spans += 1
-                closed, overflow = True, 0
-            else:
-                closed = False
-                queue = self._queue
-                queue.append(span)
-                overflow = len(queue) - self._max_queue
-                if overflow > 0:
-                    self._drop_oldest_locked(overflow)
-                if len(queue) >= self._wake_at and not self._wake.is_set():
-                    self._wake.set()
-                if self._thread is None:
-                    self._start_locked()
-        if closed or overflow > 0:  # logged outside the lock: a logging handler may end spans of its own
-            self._warn_dropped(closed)
+        self._enqueue((span,))
 
     def enqueue_many(self, spans: Iterable[StoredSpan]) -> None:
         """Queue spans for appending, in one lock acquisition (see :meth:`enqueue`). O(len(spans))."""
-        spans = list(spans)
-        if not spans:
-            return
+        spans = tuple(spans)
+        if spans:
+            self._enqueue(spans)
+
+    def _enqueue(self, spans: tuple[StoredSpan, ...]) -> None:
         with self._lock:
             if self._closed:
                 self._dropped_spans += len(spans)
@@ -251,7 +233,7 @@ class LogWriter:
                     self._wake.set()
                 if self._thread is None:
                     self._start_locked()
-        if closed or overflow > 0:
+        if closed or overflow > 0:  # logged outside the lock: a logging handler may end spans of its own
             self._warn_dropped(closed)
 
     def _drop_oldest_locked(self, count: int) -> None:
