@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import collections
 import gc
+import logging
 import math
 import os
 import threading
 import time
+import weakref
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +51,8 @@ from spanstore.model import Resource, StatusCode, StoredSpan, from_readable_span
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -178,6 +182,57 @@ def bool_key(value: bool) -> _BoolKey:
     return _BoolKey.TRUE if value else _BoolKey.FALSE
 
 
+class _InboxDrainer:
+    """Converts a memory-only store's inbox on a background thread (a store with a path has its LogWriter for that).
+
+    Started lazily, by the first burst of 1,024 waiting spans, so a small store (a test's) never starts a thread;
+    then it also drains every ``interval`` seconds. The thread holds the store weakly and ends with it.
+    """
+
+    def __init__(self, store: SpanStore, interval: float = 0.5) -> None:
+        self._store = weakref.ref(store)
+        self._interval = interval
+        self._after_fork_in_child()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def wake(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopped:
+                    self._thread = threading.Thread(
+                        target=_drain_until_gone,
+                        args=(self._store, self._wake, self._interval),
+                        daemon=True,
+                        name="spanstore-drain",
+                    )
+                    self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+
+def _drain_until_gone(store_ref: weakref.ref[SpanStore], wake: threading.Event, interval: float) -> None:
+    while True:
+        wake.wait(interval)
+        wake.clear()
+        store = store_ref()
+        if store is None or store._closed or store._drainer._stopped:
+            return
+        try:
+            store.drain()
+        except Exception:  # never let a bad span end the thread: drain() already drops and counts bad spans
+            logger.exception("spanstore: background drain of %r failed", store)
+        del store
+
+
 class SpanStore:
     """A thread-safe, indexed store of finished spans, in memory and optionally backed by a log directory.
 
@@ -229,6 +284,7 @@ class SpanStore:
         self._log: Any = None
         self._writer: Any = None
         self._log_position: Any = None
+        self._drainer = _InboxDrainer(self)
         self.path = None
         if path is not None:
             self._open_log(path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue)
@@ -327,8 +383,12 @@ class SpanStore:
         waiting = len(inbox)
         if waiting > _INBOX_DRAIN_THRESHOLD:
             self.drain()
-        elif not waiting & 1023 and self._writer is not None:
-            self._writer.wake()  # a burst: convert it in the background before the inline threshold is reached
+        elif not waiting & 1023:
+            # A burst: convert it in the background before the inline threshold is reached.
+            if self._writer is not None:
+                self._writer.wake()
+            else:
+                self._drainer.wake()
 
     def drain(self) -> int:
         """Convert and index every span waiting in the inbox; return how many. Thread-safe.
@@ -667,6 +727,7 @@ class SpanStore:
         if self._closed:
             return
         try:
+            self._drainer.stop()
             if self._writer is not None:
                 self.drain()
                 self._writer.close()

@@ -257,3 +257,37 @@ def test_concurrent_writers_and_readers_stay_consistent() -> None:
     assert errors == []
     assert len(store) == 4 * per_writer
     store._check()
+
+
+def test_a_memory_store_converts_bursts_in_the_background() -> None:
+    """Without a log writer, a burst of submitted SDK spans is drained by a background thread, which ends on close."""
+    import time
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for i in range(3000):
+        with tracer.start_as_current_span(f"op-{i % 3}"):
+            pass
+    store = SpanStore()
+    spans = exporter.get_finished_spans()
+    for span in spans[:1000]:
+        store.submit(span)
+    assert store._drainer._thread is None  # a small store starts no thread
+    for span in spans[1000:]:
+        store.submit(span)
+    drainer = store._drainer._thread
+    assert drainer is not None
+    deadline = time.monotonic() + 10
+    while store._inbox and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not store._inbox, "the background drainer converted the inbox without any query"
+    assert store.stats().span_count == 3000
+    store.close()
+    drainer.join(timeout=10)
+    assert not drainer.is_alive()
