@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -600,6 +601,11 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     for source in sources:
         selectivity *= source.size / total if total else 1.0
     plans = {"collect": float(min(best.size, window_size) if best is not None else window_size)}
+    floor = _first_seq_in_window(store, since)
+    if len(sources) >= 2:
+        # Intersecting posting lists runs in C, ~30x cheaper an entry than checking a span in Python.
+        in_range = sum(_count_from(posting, floor) for source in sources for posting in source.postings)
+        plans["intersect"] = in_range / 30 + total * selectivity
     if limit is not None:
         plans["walk_time"] = window_size if selectivity == 0 else min(window_size, limit / selectivity)
         if best is not None and order == "newest":
@@ -614,8 +620,42 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     elif plan == "walk_best":
         assert best is not None
         yield from _walk_newest(store, best.descending(), accept, since)
+    elif plan == "intersect":
+        seqs = _intersect(sources, floor)
+        yield from _sort([s for s in store._live(sorted(seqs)) if accept(s)], order)
     else:
         yield from _sort(_collect(store, best, since, until, accept), order)
+
+
+def _first_seq_in_window(store: SpanStore, since: int | None) -> int:
+    """The first seq that can start at or after ``since``: every earlier row's latest start is before it."""
+    if since is None:
+        return store._base
+    return store._base + bisect_left(store._max_start, since)
+
+
+def _count_from(posting: array, floor: int) -> int:
+    return len(posting) - bisect_left(posting, floor)
+
+
+def _intersect(sources: list[_Candidates], floor: int) -> set[int]:
+    """The seqs (from ``floor`` on) in every source: set operations over posting-list slices, smallest first."""
+    ordered = sorted(sources, key=lambda c: sum(_count_from(p, floor) for p in c.postings))
+    found: set[int] = set()
+    for posting in ordered[0].postings:
+        found.update(posting[bisect_left(posting, floor) :])
+    for source in ordered[1:]:
+        if not found:
+            break
+        if len(source.postings) == 1:
+            posting = source.postings[0]
+            found.intersection_update(posting[bisect_left(posting, floor) :])
+        else:
+            union: set[int] = set()
+            for posting in source.postings:
+                union.update(posting[bisect_left(posting, floor) :])
+            found &= union
+    return found
 
 
 def _collect(
