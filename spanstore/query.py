@@ -399,21 +399,27 @@ class SpanQuery:
             since = relative if since is None else max(since, relative)
         return since, self.until
 
-    def predicate(self, now: int | None = None) -> Callable[[StoredSpan], bool]:
-        """A function telling whether a span meets every criterion (``last`` resolved against ``now``)."""
+    def predicate(
+        self, now: int | None = None, *, known: frozenset[object] = frozenset()
+    ) -> Callable[[StoredSpan], bool]:
+        """A function telling whether a span meets every criterion (``last`` resolved against ``now``).
+
+        ``known``: criteria the caller's candidates already satisfy (field names, or AttributeFilter objects),
+        left unchecked: the planner passes the criteria whose index gave the candidates exactly.
+        """
         since, until = self.window(now)
         checks: list[Callable[[StoredSpan], bool]] = []
         if self.trace_id is not None:
             checks.append(lambda s, v=self.trace_id: s.trace_id == v)
-        if self.name is not None:
+        if self.name is not None and "name" not in known:
             checks.append(lambda s, v=self.name: s.name == v)
-        if self.service is not None:
+        if self.service is not None and "service" not in known:
             checks.append(lambda s, v=self.service: s.resource.service_name == v)
         if self.kind is not None:
             checks.append(lambda s, v=self.kind: s.kind == v)
-        if self.status is not None:
+        if self.status is not None and "status" not in known:
             checks.append(lambda s, v=self.status: s.status_code == v)
-        if self.error_type is not None:
+        if self.error_type is not None and "error_type" not in known:
             checks.append(lambda s, v=self.error_type: s.error_type == v)
         if since is not None:
             checks.append(lambda s, v=since: s.start_time_unix_nano >= v)
@@ -425,7 +431,7 @@ class SpanQuery:
             checks.append(lambda s, v=self.max_duration_ns: s.end_time_unix_nano - s.start_time_unix_nano <= v)
         if self.root_only:
             checks.append(lambda s: s.parent_span_id is None)
-        checks.extend(f.matches for f in self.attributes)
+        checks.extend(f.matches for f in self.attributes if f not in known)
         if not checks:
             return lambda span: True
         if len(checks) == 1:
@@ -474,12 +480,14 @@ def _sort(spans: list[StoredSpan], order: str) -> list[StoredSpan]:
 class _Candidates:
     """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size."""
 
-    __slots__ = ("postings", "size")
+    __slots__ = ("criterion", "postings", "size")
 
-    def __init__(self, postings: list[array]) -> None:
+    def __init__(self, postings: list[array], criterion: object = None) -> None:
         unique = {id(posting): posting for posting in postings}  # `in (1, 1)` names one list twice
         self.postings = list(unique.values())
         self.size = sum(map(len, self.postings))
+        # The criterion every live seq here satisfies exactly (None: a superset, to be checked).
+        self.criterion = criterion
 
     def ascending(self) -> Iterable[int]:
         if len(self.postings) == 1:
@@ -492,9 +500,9 @@ class _Candidates:
         return heapq.merge(*map(reversed, self.postings), reverse=True)
 
 
-def _posting(index: dict[Any, array], key: object) -> _Candidates:
+def _posting(index: dict[Any, array], key: object, criterion: str) -> _Candidates:
     posting = index.get(key)
-    return _Candidates([posting] if posting is not None else [])
+    return _Candidates([posting] if posting is not None else [], criterion)
 
 
 def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates | None:
@@ -526,12 +534,12 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
                 return None
             if key in values_index:
                 postings.append(values_index[key])
-        return _Candidates(postings)
+        return _Candidates(postings, f)
     # A numeric range over int values (a key with float values, or a string range, is filtered instead).
     if not _is_number(f.value) or floats:
         return None
     postings = [seqs for key, seqs in values_index.items() if type(key) is int and _ordered(f.op, key, f.value)]
-    return _Candidates(postings)
+    return _Candidates(postings, f)
 
 
 def _scan_time(store: SpanStore, since: int | None, until: int | None, reverse: bool) -> Iterator[StoredSpan]:
@@ -564,13 +572,13 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
 
     sources: list[_Candidates] = []
     if query.name is not None:
-        sources.append(_posting(store._by_name, query.name))
+        sources.append(_posting(store._by_name, query.name, "name"))
     if query.service is not None:
-        sources.append(_posting(store._by_service, query.service))
+        sources.append(_posting(store._by_service, query.service, "service"))
     if query.status is not None:
-        sources.append(_posting(store._by_status, int(query.status)))
+        sources.append(_posting(store._by_status, int(query.status), "status"))
     if query.error_type is not None:
-        sources.append(_posting(store._by_error_type, query.error_type))
+        sources.append(_posting(store._by_error_type, query.error_type, "error_type"))
     for f in query.attributes:
         candidates = _attribute_candidates(store, f)
         if candidates is not None:
@@ -619,12 +627,23 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
                 yield span
     elif plan == "walk_best":
         assert best is not None
-        yield from _walk_newest(store, best.descending(), accept, since)
+        yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best], accept), since)
     elif plan == "intersect":
-        seqs = _intersect(sources, floor)
-        yield from _sort([s for s in store._live(sorted(seqs)) if accept(s)], order)
+        check = _narrowed(query, now, sources, accept)
+        yield from _sort([s for s in store._live(sorted(_intersect(sources, floor))) if check(s)], order)
+    elif best is not None and window_size >= best.size:
+        check = _narrowed(query, now, [best], accept)
+        yield from _sort([s for s in store._live(best.ascending()) if check(s)], order)
     else:
         yield from _sort(_collect(store, best, since, until, accept), order)
+
+
+def _narrowed(
+    query: SpanQuery, now: int, sources: list[_Candidates], accept: Callable[[StoredSpan], bool]
+) -> Callable[[StoredSpan], bool]:
+    """The predicate for candidates drawn from ``sources``: without the criteria those indices answer exactly."""
+    known = frozenset(c.criterion for c in sources if c.criterion is not None)
+    return query.predicate(now, known=known) if known else accept
 
 
 def _first_seq_in_window(store: SpanStore, since: int | None) -> int:
