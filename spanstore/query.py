@@ -443,16 +443,18 @@ class SpanQuery:
         return dataclasses.replace(self, **changes)
 
 
+_QUERY_FIELDS = frozenset(field.name for field in dataclasses.fields(SpanQuery))
+
+
 def _build_query(query: SpanQuery | None, criteria: dict[str, Any]) -> SpanQuery:
     if query is not None and not isinstance(query, SpanQuery):
         raise InvalidQueryError(f"query must be a SpanQuery, got {type(query).__name__}")
     if not criteria:
         return query or SpanQuery()
-    fields = {field.name for field in dataclasses.fields(SpanQuery)}
-    unknown = sorted(set(criteria) - fields)
+    unknown = sorted(criteria.keys() - _QUERY_FIELDS)
     if unknown:
         raise InvalidQueryError(
-            f"unknown query criteria {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}"
+            f"unknown query criteria {', '.join(unknown)}; expected some of {', '.join(sorted(_QUERY_FIELDS))}"
         )
     try:
         return dataclasses.replace(query, **criteria) if query is not None else SpanQuery(**criteria)
@@ -560,13 +562,13 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     (find_traces); it lets the planner prefer a walk that stops early. Every path yields exactly the matches, in
     the documented order: the plan changes only the cost.
     """
-    accept = query.predicate(now)
     since, until = query.window(now)
     order = query.order
     limit = query.limit if query.limit is not None else expected
     total = store._span_count
 
     if query.trace_id is not None:
+        accept = query.predicate(now)
         yield from _sort([s for s in store._trace_spans(query.trace_id) if accept(s)], order)
         return
 
@@ -597,6 +599,7 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     if best is not None and best.size == 0:
         return
     if order == "longest":
+        accept = query.predicate(now)
         if limit is not None and (best is None or best.size > 4 * limit + 1024):
             yield from _longest_by_buckets(store, accept, limit)
         else:
@@ -622,28 +625,26 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     plan = min(plans, key=plans.__getitem__)
 
     if plan == "walk_time":
+        accept = query.predicate(now)
         for span in _scan_time(store, since, until, reverse=(order == "newest")):
             if accept(span):
                 yield span
     elif plan == "walk_best":
         assert best is not None
-        yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best], accept), since)
+        yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best]), since)
     elif plan == "intersect":
-        check = _narrowed(query, now, sources, accept)
+        check = _narrowed(query, now, sources)
         yield from _sort([s for s in store._live(sorted(_intersect(sources, floor))) if check(s)], order)
     elif best is not None and window_size >= best.size:
-        check = _narrowed(query, now, [best], accept)
+        check = _narrowed(query, now, [best])
         yield from _sort([s for s in store._live(best.ascending()) if check(s)], order)
     else:
-        yield from _sort(_collect(store, best, since, until, accept), order)
+        yield from _sort(_collect(store, best, since, until, query.predicate(now)), order)
 
 
-def _narrowed(
-    query: SpanQuery, now: int, sources: list[_Candidates], accept: Callable[[StoredSpan], bool]
-) -> Callable[[StoredSpan], bool]:
+def _narrowed(query: SpanQuery, now: int, sources: list[_Candidates]) -> Callable[[StoredSpan], bool]:
     """The predicate for candidates drawn from ``sources``: without the criteria those indices answer exactly."""
-    known = frozenset(c.criterion for c in sources if c.criterion is not None)
-    return query.predicate(now, known=known) if known else accept
+    return query.predicate(now, known=frozenset(c.criterion for c in sources if c.criterion is not None))
 
 
 def _first_seq_in_window(store: SpanStore, since: int | None) -> int:
