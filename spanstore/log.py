@@ -185,6 +185,19 @@ def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     return error
 
 
+def _end_of_last_line(fd: int, size: int) -> int:
+    """The offset just past the last "\\n" in the first ``size`` bytes of ``fd`` (0 if none): read backwards."""
+    end = size
+    step = 1 << 16
+    while end > 0:
+        lo = max(0, end - step)
+        cut = os.pread(fd, end - lo, lo).rfind(b"\n")
+        if cut >= 0:
+            return lo + cut + 1
+        end = lo
+    return 0
+
+
 class SpanLog:
     """An append-only, segmented log of spans on disk, shared safely by threads and processes.
 
@@ -667,16 +680,7 @@ class SpanLog:
             if size <= 0 or os.pread(fd, 1, size - 1) == b"\n":
                 return
             # Find where the torn line starts, to count it once (readers report it as a skipped line).
-            start = size
-            step = 1 << 16
-            while start > 0:
-                lo = max(0, start - step)
-                block = os.pread(fd, start - lo, lo)
-                cut = block.rfind(b"\n")
-                if cut >= 0:
-                    start = lo + cut + 1
-                    break
-                start = lo
+            start = _end_of_last_line(fd, size)
             os.write(fd, b"\n")
         except OSError as exc:
             raise _storage_error(exc, "end torn line in", self._segment_path(self._seq)) from exc
@@ -1085,18 +1089,7 @@ class SpanLog:
             except OSError as exc:
                 raise _storage_error(exc, "open segment", path) from exc
             try:
-                size = os.fstat(fd).st_size
-                end = size
-                step = 1 << 16
-                while end > 0:
-                    lo = max(0, end - step)
-                    block = os.pread(fd, end - lo, lo)
-                    cut = block.rfind(b"\n")
-                    if cut >= 0:
-                        end = lo + cut + 1
-                        break
-                    end = lo
-                return LogPosition(seq, end)
+                return LogPosition(seq, _end_of_last_line(fd, os.fstat(fd).st_size))
             finally:
                 os.close(fd)
         return LogPosition(0, 0)
