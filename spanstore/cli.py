@@ -932,15 +932,21 @@ def _expand_inputs(inputs: Sequence[str], store_path: Path) -> tuple[list[Path],
     return files, problems
 
 
+def _import_key(span: StoredSpan) -> tuple[object, ...]:
+    """What makes an imported span "already there": its ids, kind and start. Zipkin's shared spans (a client and
+    a server half with one span id) differ in kind and both stay; a file imported twice adds nothing."""
+    return (span.trace_id, span.span_id, span.kind, span.start_time_unix_nano)
+
+
 def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
     from spanstore.otlp import read_file
 
     path = _store_path(args)
     files, problems = _expand_inputs(args.inputs, path)
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[object, ...]] = set()
     if path.exists() and files:
         with _open_existing_log(path) as existing:
-            seen = {(span.trace_id, span.span_id) for span in existing.read()[0]}
+            seen = {_import_key(span) for span in existing.read()[0]}
     counts = {"valid": 0, "loaded": 0, "duplicates": 0, "invalid": 0, "corrupt": 0, "other": 0, "files_loaded": 0}
     traces: set[str] = set()
     log: SpanLog | None = None
@@ -962,7 +968,7 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
             problems.extend(str(issue) for issue in result.issues)
             fresh = []
             for span in result.spans:
-                key = (span.trace_id, span.span_id)
+                key = _import_key(span)
                 if key in seen:
                     counts["duplicates"] += 1
                 else:
@@ -1026,7 +1032,7 @@ def _print_import_summary(out: _Output, summary: dict[str, Any], valid: int, ver
     skipped = [
         (summary["invalid_spans"], "invalid span", ""),
         (summary["corrupt_lines"], "line", " that is not OTLP traces"),
-        (summary["duplicate_spans"], "duplicate span", " (trace and span id already in the store or the input)"),
+        (summary["duplicate_spans"], "duplicate span", " (the same span already in the store or the input)"),
         (summary["other_signal_lines"], "metric/log line", " (not traces)"),
     ]
     shown = [

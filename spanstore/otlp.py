@@ -48,6 +48,7 @@ from typing import Any, Union
 
 import msgspec
 
+from spanstore import foreign
 from spanstore.errors import CorruptLineError, StorageError
 from spanstore.model import (
     EMPTY_ATTRIBUTES,
@@ -1752,6 +1753,12 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
 
 
 def _add(result: ReadResult, document: Any, source: str, line_number: int) -> None:
+    if foreign.recognize(document) is not None:  # a Zipkin or Jaeger file: converted, for import
+        spans, issues = foreign.convert(document, source, line_number)
+        result.spans.extend(spans)
+        result.issues.extend(issues)
+        result.skipped_spans += len(issues)
+        return
     try:
         decoded = _decode_document(document, source, line_number)
     except CorruptLineError as error:

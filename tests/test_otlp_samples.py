@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,25 @@ INVALID = {
 }
 
 # Not OTLP (tier 2, and the fluent-bit table of test cases): one CorruptLineError naming what the file looks like.
+# Tier 2, Jaeger and Zipkin JSON: read_file converts them (spanstore.foreign). file -> (spans, traces, services,
+# error spans, the hint decode_line gives, since a log line must be OTLP), as SOURCES.md counts them.
+FOREIGN = {
+    "jaeger-ui__packages_jaeger-ui_src_components_TracePage_TraceFlamegraph_testTrace.json": (
+        4,
+        1,
+        2,
+        0,
+        "Jaeger query-API",
+    ),
+    "jaeger__internal_uimodel_converter_v1_json_fixtures_ui_01.json": (5, 1, 2, 1, "Jaeger JSON"),
+    "zipkin__zipkin-lens_testdata_smartthings-mobile-web-install.json": (1041, 1, 16, 2, "Zipkin v2"),
+    "zipkin__zipkin-lens_testdata_messaging-kafka.json": (28, 1, 2, 3, "Zipkin v2"),
+    "zipkin__zipkin-lens_testdata_skew.json": (4, 1, 2, 0, "Zipkin v2"),
+    "zipkin__benchmarks_src_test_resources_zipkin2-chinese.json": (1, 1, 1, 1, "Zipkin v2 span"),
+}
+
+# Not traces at all: one corrupt "document", saying what it looks like.
 NOT_OTLP = {
-    "jaeger-ui__packages_jaeger-ui_src_components_TracePage_TraceFlamegraph_testTrace.json": "Jaeger query-API",
-    "jaeger__internal_uimodel_converter_v1_json_fixtures_ui_01.json": "Jaeger JSON",
-    "zipkin__zipkin-lens_testdata_smartthings-mobile-web-install.json": "Zipkin v2",
-    "zipkin__zipkin-lens_testdata_messaging-kafka.json": "Zipkin v2",
-    "zipkin__zipkin-lens_testdata_skew.json": "Zipkin v2",
-    "zipkin__benchmarks_src_test_resources_zipkin2-chinese.json": "Zipkin v2 span",
     "fluent-bit__tests_internal_data_opentelemetry_traces.json": "'resourceSpans_missing'",
 }
 
@@ -63,7 +76,7 @@ NOT_OTLP = {
 def test_every_sample_is_covered() -> None:
     """Every data file in the sample folder is pinned by one of the tables here."""
     files = {path.name for path in SAMPLES.iterdir() if path.name != "SOURCES.md"}
-    assert files == set(TIER_1) | set(INVALID) | set(NOT_OTLP)
+    assert files == set(TIER_1) | set(INVALID) | set(FOREIGN) | set(NOT_OTLP)
 
 
 @pytest.mark.parametrize(("name", "counts"), TIER_1.items(), ids=list(TIER_1))
@@ -97,9 +110,44 @@ def test_invalid_sample_reports_issue(name: str, expected: tuple[int, str, str])
     assert result.skipped_spans == 1 and result.corrupt_lines == []
 
 
+@pytest.mark.parametrize(("name", "expected"), FOREIGN.items(), ids=list(FOREIGN))
+def test_jaeger_and_zipkin_samples_are_converted(name: str, expected: tuple[int, int, int, int, str]) -> None:
+    """read_file converts Jaeger and Zipkin JSON into the spans SOURCES.md counts; decode_line still says not OTLP."""
+    spans, traces, services, errors, hint = expected
+    result = sample(name)
+    assert result.issues == [] and result.corrupt_lines == []
+    assert len(result.spans) == spans and len({span.trace_id for span in result.spans}) == traces
+    assert len({span.service_name for span in result.spans}) == services
+    assert sum(span.status_code == StatusCode.ERROR for span in result.spans) == errors
+    assert all(len(span.trace_id) == 32 and len(span.span_id) == 16 for span in result.spans)
+    with pytest.raises(CorruptLineError, match=re.escape(hint)):
+        decode_line((SAMPLES / name).read_bytes())
+
+
+def test_zipkin_and_jaeger_fields_map_as_the_collector_maps_them() -> None:
+    """Kinds, parents, times (us -> ns), tags, annotations/logs as events and references as links survive."""
+    skew = sample("zipkin__zipkin-lens_testdata_skew.json").spans
+    # A "shared" span: client and server halves carry one span id, and both are kept.
+    halves = sorted(span.kind.name for span in skew if span.span_id == "74280ae0c10d8062")
+    assert halves == ["CLIENT", "SERVER"]
+    post = next(span for span in skew if span.span_id == "74280ae0c10d8062" and span.kind == SpanKind.SERVER)
+    assert post.parent_span_id == "bf396325699c84bf"
+    assert post.start_time_unix_nano == 1470150004008761000 and post.duration_ns == 93577000
+    assert post.attributes["zipkin.shared"] is True and post.service_name == "serviceb"
+    jaeger = sample("jaeger__internal_uimodel_converter_v1_json_fixtures_ui_01.json").spans
+    tagged = next(span for span in jaeger if "temperature" in span.attributes)
+    assert tagged.attributes["temperature"] == 72.5 and tagged.attributes["blob"] == b"\x00\x0009"
+    assert tagged.attributes["javascript_limit"] == 9223372036854775222 and tagged.status_code == StatusCode.ERROR
+    linked = next(span for span in jaeger if span.span_id == "0000000000000004")
+    assert linked.parent_span_id == "0000000000000002"
+    assert sorted(link.attributes["opentracing.ref_type"] for link in linked.links) == ["child_of", "follows_from"]
+    logged = next(span for span in jaeger if span.events)
+    assert [event.name for event in logged.events] == ["some-event", "log"]
+
+
 @pytest.mark.parametrize(("name", "hint"), NOT_OTLP.items(), ids=list(NOT_OTLP))
 def test_not_otlp_sample_is_one_clear_error(name: str, hint: str) -> None:
-    """Jaeger and Zipkin JSON (and the fluent-bit case table) give one corrupt 'document', saying what it looks like."""
+    """A JSON file that holds no traces in any known shape gives one corrupt 'document', saying what it looks like."""
     result = sample(name)
     assert result.spans == [] and result.lines == 1
     [error] = result.corrupt_lines

@@ -1,0 +1,284 @@
+"""Zipkin v2 and Jaeger JSON, converted into spans: for importing traces that other systems wrote.
+
+spanstore's own format is OTLP (see :mod:`spanstore.otlp`); these converters only serve
+:func:`spanstore.otlp.read_file` (and so ``spanstore import``) when a file holds one of these documents:
+
+* **Zipkin v2**: a JSON array of span objects (or one span object), as Zipkin's API and ``zipkin-lens`` write;
+* **Jaeger**: the query API's ``{"data": [trace, ...]}`` (or ``{"data": trace}``), or one trace object
+  ``{"traceID", "spans", "processes"}`` as the Jaeger UI downloads it.
+
+The mapping follows the OpenTelemetry Collector's Zipkin and Jaeger translators: 64-bit ids are left-padded to
+128 bits; microseconds become nanoseconds; the ``error`` tag (and Jaeger's ``otel.status_code``) gives status
+ERROR; Zipkin annotations and Jaeger logs become events; Jaeger's ``span.kind`` tag becomes the kind; a Jaeger
+span's first ``CHILD_OF`` reference is its parent and every other reference a link; the local endpoint / process
+becomes the resource (``service.name``). A span that cannot be converted is skipped and reported.
+
+>>> spans, issues = convert([{"traceId": "1e223ff1f80f1c69", "id": "bf396325699c84bf", "kind": "SERVER",
+...     "name": "get", "timestamp": 1470150004071068, "duration": 99411,
+...     "localEndpoint": {"serviceName": "servicea"}, "tags": {"error": "timeout"}}], "zipkin.json", 1)
+>>> span = spans[0]
+>>> span.trace_id, span.kind.name, span.service_name, span.status_code.name, span.duration_ns, issues
+('00000000000000001e223ff1f80f1c69', 'SERVER', 'servicea', 'ERROR', 99411000, [])
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+from typing import Any
+
+from spanstore.model import (
+    EMPTY_ATTRIBUTES,
+    AttributeMap,
+    Resource,
+    SpanEvent,
+    SpanKind,
+    SpanLink,
+    StatusCode,
+    StoredSpan,
+)
+
+__all__ = ["convert", "recognize"]
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_ZIPKIN_KINDS = {
+    "CLIENT": SpanKind.CLIENT,
+    "SERVER": SpanKind.SERVER,
+    "PRODUCER": SpanKind.PRODUCER,
+    "CONSUMER": SpanKind.CONSUMER,
+}
+_JAEGER_KINDS = {
+    "client": SpanKind.CLIENT,
+    "server": SpanKind.SERVER,
+    "producer": SpanKind.PRODUCER,
+    "consumer": SpanKind.CONSUMER,
+    "internal": SpanKind.INTERNAL,
+}
+
+
+def recognize(document: Any) -> str | None:
+    """``"zipkin"``, ``"jaeger"`` or None (not a document this module converts).
+
+    >>> recognize([{"traceId": "1", "id": "2"}]), recognize({"data": []}), recognize({"resourceSpans": []})
+    ('zipkin', 'jaeger', None)
+    """
+    if isinstance(document, list):
+        if document and all(isinstance(item, dict) for item in document) and "traceId" in document[0]:
+            return "zipkin"
+        return None
+    if not isinstance(document, dict) or "resourceSpans" in document or "resource_spans" in document:
+        return None
+    if "traceId" in document and "id" in document:
+        return "zipkin"
+    data = document.get("data")
+    if isinstance(data, list) or (isinstance(data, dict) and "spans" in data):
+        return "jaeger"
+    if isinstance(document.get("spans"), list) and ("traceID" in document or "processes" in document):
+        return "jaeger"
+    return None
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSpan], list[Any]]:
+    """The spans of a Zipkin or Jaeger document and a :class:`~spanstore.otlp.DecodeIssue` per skipped span."""
+    from spanstore.otlp import DecodeIssue
+
+    kind = recognize(document)
+    spans: list[StoredSpan] = []
+    issues: list[Any] = []
+    if kind == "zipkin":
+        items = document if isinstance(document, list) else [document]
+        for index, item in enumerate(items):
+            try:
+                spans.append(_zipkin_span(item))
+            except _Invalid as error:
+                issues.append(DecodeIssue(source, line_number, f"[{index}] (Zipkin span)", str(error)))
+    elif kind == "jaeger":
+        data = document.get("data", document)
+        traces = data if isinstance(data, list) else [data]
+        for t, trace in enumerate(traces):
+            if not isinstance(trace, dict):
+                issues.append(DecodeIssue(source, line_number, f"data[{t}]", f"expected a trace object, got {trace!r}"))
+                continue
+            processes = trace.get("processes") or {}
+            for index, item in enumerate(trace.get("spans") or []):
+                try:
+                    spans.append(_jaeger_span(item, processes))
+                except _Invalid as error:
+                    issues.append(
+                        DecodeIssue(source, line_number, f"data[{t}].spans[{index}] (Jaeger span)", str(error))
+                    )
+    return spans, issues
+
+
+def _hex_id(value: Any, length: int, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > length or not set(value) <= _HEX:
+        raise _Invalid(f"{name}: expected up to {length} hex characters, got {value!r}")
+    return sys.intern(value.lower().zfill(length))
+
+
+def _micros(value: Any, name: str) -> int:
+    if value is None:
+        return 0
+    try:
+        micros = int(value)
+    except (TypeError, ValueError):
+        raise _Invalid(f"{name}: expected microseconds as an integer, got {value!r}") from None
+    if not 0 <= micros < 2**64 // 1000:
+        raise _Invalid(f"{name}: expected microseconds in range, got {value!r}")
+    return micros * 1000
+
+
+_resources: dict[tuple[Any, ...], Resource] = {}
+
+
+def _resource(service: Any, extra: dict[str, Any] | None = None) -> Resource:
+    attributes = {"service.name": str(service)} if service else {}
+    if extra:
+        attributes.update(extra)
+    key = tuple(attributes.items())
+    resource = _resources.get(key)
+    if resource is None:
+        if len(_resources) > 4096:
+            _resources.clear()
+        resource = _resources[key] = Resource(attributes=AttributeMap.of(attributes))
+    return resource
+
+
+def _zipkin_span(item: Any) -> StoredSpan:
+    if not isinstance(item, dict):
+        raise _Invalid(f"expected a span object, got {type(item).__name__}")
+    trace_id = _hex_id(item.get("traceId"), 32, "traceId")
+    span_id = _hex_id(item.get("id"), 16, "id")
+    parent = item.get("parentId")
+    start = _micros(item.get("timestamp"), "timestamp")
+    duration = _micros(item.get("duration"), "duration")
+    tags = item.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise _Invalid(f"tags: expected an object, got {tags!r}")
+    attributes: dict[str, Any] = {str(key): str(value) for key, value in tags.items()}
+    remote = item.get("remoteEndpoint") or {}
+    if remote.get("serviceName"):
+        attributes["peer.service"] = str(remote["serviceName"])
+    if remote.get("ipv4") or remote.get("ipv6"):
+        attributes["net.peer.ip"] = str(remote.get("ipv4") or remote.get("ipv6"))
+    if isinstance(remote.get("port"), int):
+        attributes["net.peer.port"] = remote["port"]
+    if item.get("shared"):
+        attributes["zipkin.shared"] = True
+    error = tags.get("error")
+    events = tuple(
+        SpanEvent(name=str(a.get("value", "")), time_unix_nano=_micros(a.get("timestamp"), "annotations.timestamp"))
+        for a in item.get("annotations") or []
+        if isinstance(a, dict)
+    )
+    local = item.get("localEndpoint") or {}
+    return StoredSpan(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=_hex_id(parent, 16, "parentId") if parent else None,
+        name=sys.intern(str(item.get("name") or "")),
+        kind=_ZIPKIN_KINDS.get(str(item.get("kind", "")).upper(), SpanKind.INTERNAL),
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration,
+        status_code=StatusCode.ERROR if error is not None else StatusCode.UNSET,
+        status_message=str(error) if error else "",
+        attributes=AttributeMap.of(attributes) if attributes else EMPTY_ATTRIBUTES,
+        events=events,
+        resource=_resource(local.get("serviceName") if isinstance(local, dict) else None),
+    )
+
+
+def _jaeger_value(tag: dict[str, Any]) -> Any:
+    kind = str(tag.get("type", "string")).lower()
+    value = tag.get("value")
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    if kind == "int64":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return number if -(2**63) <= number < 2**63 else str(value)
+    if kind == "float64":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return str(value)
+    if kind == "binary":
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            return str(value)
+    return "" if value is None else str(value)
+
+
+def _jaeger_tags(tags: Any) -> dict[str, Any]:
+    return {str(t["key"]): _jaeger_value(t) for t in tags or [] if isinstance(t, dict) and "key" in t}
+
+
+def _jaeger_span(item: Any, processes: dict[str, Any]) -> StoredSpan:
+    if not isinstance(item, dict):
+        raise _Invalid(f"expected a span object, got {type(item).__name__}")
+    trace_id = _hex_id(item.get("traceID"), 32, "traceID")
+    span_id = _hex_id(item.get("spanID"), 16, "spanID")
+    start = _micros(item.get("startTime"), "startTime")
+    duration = _micros(item.get("duration"), "duration")
+    attributes = _jaeger_tags(item.get("tags"))
+    kind = _JAEGER_KINDS.get(str(attributes.pop("span.kind", "")).lower(), SpanKind.INTERNAL)
+    status = StatusCode.UNSET
+    message = str(attributes.pop("otel.status_description", ""))
+    otel_status = str(attributes.pop("otel.status_code", "")).upper()
+    if otel_status == "ERROR" or attributes.get("error") is True or attributes.get("error") == "true":
+        status = StatusCode.ERROR
+    elif otel_status == "OK":
+        status = StatusCode.OK
+    parent = None
+    links = []
+    for reference in item.get("references") or []:
+        if not isinstance(reference, dict):
+            continue
+        ref_span = _hex_id(reference.get("spanID"), 16, "references.spanID")
+        ref_trace = _hex_id(reference.get("traceID"), 32, "references.traceID")
+        if parent is None and reference.get("refType") == "CHILD_OF" and ref_trace == trace_id:
+            parent = ref_span
+        else:
+            ref_type = str(reference.get("refType", "")).lower()
+            links.append(
+                SpanLink(
+                    trace_id=ref_trace, span_id=ref_span, attributes=AttributeMap.of({"opentracing.ref_type": ref_type})
+                )
+            )
+    events = []
+    for log in item.get("logs") or []:
+        if not isinstance(log, dict):
+            continue
+        fields = _jaeger_tags(log.get("fields"))
+        name = str(fields.pop("event", "log"))
+        events.append(
+            SpanEvent(
+                name=name,
+                time_unix_nano=_micros(log.get("timestamp"), "logs.timestamp"),
+                attributes=AttributeMap.of(fields),
+            )
+        )
+    process = item.get("process") or processes.get(item.get("processID"), {}) or {}
+    return StoredSpan(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=sys.intern(str(item.get("operationName") or "")),
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration,
+        status_code=status,
+        status_message=message,
+        attributes=AttributeMap.of(attributes) if attributes else EMPTY_ATTRIBUTES,
+        events=tuple(events),
+        links=tuple(links),
+        resource=_resource(process.get("serviceName"), _jaeger_tags(process.get("tags"))),
+    )
