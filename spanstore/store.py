@@ -403,7 +403,7 @@ class SpanStore:
     def _drain_locked(self) -> int:
         inbox = self._inbox
         count = 0
-        writer = self._writer
+        kept: list[StoredSpan] = []
         while inbox:
             try:
                 raw = inbox.popleft()
@@ -414,9 +414,11 @@ class SpanStore:
             except Exception:  # a malformed SDK span must not poison the inbox for everyone after it
                 self._dropped_invalid += 1
                 continue
-            if self._add_locked(span) and writer is not None:
-                writer.enqueue(span)
+            if self._add_locked(span):
+                kept.append(span)
             count += 1
+        if kept and self._writer is not None:
+            self._writer.enqueue_many(kept)  # one writer-lock acquisition for the whole inbox
         return count
 
     def add(self, span: StoredSpan) -> bool:
@@ -649,17 +651,6 @@ class SpanStore:
                 span = rows[seq - base]
                 if span is not None:
                     yield span
-
-    def _live_reversed(self, seqs: array) -> Iterator[StoredSpan]:
-        rows = self._rows
-        base = self._base
-        for i in range(len(seqs) - 1, -1, -1):
-            seq = seqs[i]
-            if seq < base:
-                return
-            span = rows[seq - base]
-            if span is not None:
-                yield span
 
     def _trace_spans(self, trace_id: str) -> list[StoredSpan]:
         seqs = self._traces.get(trace_id)
