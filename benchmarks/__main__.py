@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this bench module ('queries' or 'bench_queries'); repeatable",
     )
     parser.add_argument(
-        "--results-dir", type=Path, default=RESULTS_DIR, help=f"where JSON goes (default {RESULTS_DIR})"
+        "--results-dir",
+        type=Path,
+        default=None,
+        help=f"where JSON goes (default {RESULTS_DIR} for a full run; a --quick run writes none unless given this)",
     )
     parser.add_argument("--list", action="store_true", help="list the bench modules and exit")
     return parser
@@ -97,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine,
             **result,
         }
-        path = args.results_dir / f"{name}{'.quick' if args.quick else ''}.json"
-        report.write_json(path, document)
+        results_dir = args.results_dir or (None if args.quick else RESULTS_DIR)
+        path = results_dir / f"{name}{'.quick' if args.quick else ''}.json" if results_dir else "(not written)"
+        if results_dir:
+            report.write_json(path, document)
         violations.extend(result.get("violations") or ())
         markdown.extend(result.get("markdown") or ())
         print(f"--- {name}: {elapsed:.1f} s, results in {path}", flush=True)

@@ -1677,12 +1677,24 @@ def _parse(data: bytes | str, source: str, line_number: int) -> Any:
             line_number=line_number,
         ) from None
     except msgspec.DecodeError as error:
-        if "trailing characters" in str(error):  # more than one document (JSON Lines): stdlib json would agree
-            raise CorruptLineError(
-                f"expected one JSON object, got more after it ({error})", source=source, line_number=line_number
-            ) from None
+        # Classify by our own checks, never by msgspec's wording, which changes between releases.
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError as utf8_error:
+                raise CorruptLineError(
+                    f"expected UTF-8 text, got invalid bytes ({utf8_error})", source=source, line_number=line_number
+                ) from None
         try:
             return json.loads(data)
+        except json.JSONDecodeError as json_error:
+            if json_error.msg == "Extra data":  # more than one document on the line
+                raise CorruptLineError(
+                    f"expected one JSON object, got more after it ({error})", source=source, line_number=line_number
+                ) from None
+            raise CorruptLineError(
+                f"expected a JSON object, got invalid JSON ({error})", source=source, line_number=line_number
+            ) from None
         except (ValueError, RecursionError):
             raise CorruptLineError(
                 f"expected a JSON object, got invalid JSON ({error})", source=source, line_number=line_number

@@ -203,3 +203,13 @@ def test_quick_run_writes_json_for_every_module(tmp_path):
     assert set(queries["results"]["10000"]["queries"]) == {q.name for q in QUERIES}
     memory = json.loads((tmp_path / "memory.quick.json").read_text())
     assert memory["hold"]["span_count"] == 10_000 and memory["replay"][0]["span_count"] == 10_000
+
+
+def test_quick_run_leaves_no_result_files_unless_asked(monkeypatch, tmp_path):
+    """`python -m benchmarks --quick` writes no JSON into the tree (or anywhere) unless --results-dir is given."""
+    _fake_bench(monkeypatch, lambda quick: {"value": 1})
+    monkeypatch.setattr(harness, "RESULTS_DIR", tmp_path / "results")
+    assert harness.main(["--quick"]) == 0
+    assert not (tmp_path / "results").exists()
+    assert harness.main([]) == 0  # a full run keeps writing the published results
+    assert (tmp_path / "results" / "fake.json").exists()
