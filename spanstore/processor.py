@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from spanstore import forksafe
 from spanstore.model import from_readable_span
 from spanstore.store import SpanStore
 from spanstore.writer import RateLimitedLog
@@ -175,13 +174,8 @@ class FileBasedSpanProcessor(SpanProcessor):
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         self._warned_after_shutdown = False
-        self._restart_writer = False
         self._errors = 0
         self._limit = RateLimitedLog(logger)
-        forksafe.register(self)
-
-    def _after_fork_in_child(self) -> None:
-        self._restart_writer = True  # the child's writer thread starts with the child's first span
 
     def __repr__(self) -> str:
         return f"<FileBasedSpanProcessor {self.store!r}{' shut down' if self._shutdown else ''}>"
@@ -204,20 +198,12 @@ class FileBasedSpanProcessor(SpanProcessor):
                     self._warned_after_shutdown = True
                     logger.warning("spanstore: FileBasedSpanProcessor is shut down; ignoring span %r", span.name)
                 return
-            if self._restart_writer:  # first span in a forked child: start the child's writer thread
-                self._restart_writer = False
-                self._start_writer()
             self._submit(span)
         except Exception:
             self._errors += 1
             self._limit.warning(
                 "on_end", "spanstore: could not store a span (%d errors so far)", self._errors, exc_info=True
             )
-
-    def _start_writer(self) -> None:
-        writer = self.store.writer
-        if writer is not None:
-            writer.start()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Index every span ended so far and wait until it is on disk; False on timeout or failure. Thread-safe."""

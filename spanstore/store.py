@@ -47,7 +47,7 @@ from sortedcontainers import SortedKeyList
 
 from spanstore import forksafe
 from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
-from spanstore.model import Resource, StatusCode, StoredSpan, from_readable_span
+from spanstore.model import AttributeMap, Resource, StatusCode, StoredSpan, from_readable_span
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -79,6 +79,8 @@ _HIGH_CARDINALITY_VALUES = 4096
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
 _INBOX_DRAIN_THRESHOLD = 8192
+# How long a fork waits for a busy store's lock before it goes ahead without it (see SpanStore._before_fork).
+_FORK_LOCK_TIMEOUT_SECONDS = 10.0
 
 _start_time = attrgetter("start_time_unix_nano")
 
@@ -278,6 +280,7 @@ class SpanStore:
         self.max_bytes = max_bytes
         self.max_spans_per_trace = max_spans_per_trace
         self._lock = threading.Lock()
+        self._held_for_fork = False
         self._inbox: collections.deque[ReadableSpan] = collections.deque()
         self._closed = False
         self._reset_indices()
@@ -343,8 +346,21 @@ class SpanStore:
             on_tick=self.drain,
         )
 
+    def _before_fork(self) -> None:
+        # Held across fork(): the child's indices are then never halfway through another thread's update. Bounded,
+        # so a fork from a thread that holds the lock itself (a callback under it) cannot deadlock.
+        self._held_for_fork = self._lock.acquire(timeout=_FORK_LOCK_TIMEOUT_SECONDS)
+        if not self._held_for_fork:
+            logger.warning("spanstore: forking while %r stays busy: the child may see a partial update", self)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._lock.release()
+
     def _after_fork_in_child(self) -> None:
-        # The parent's lock may have been held by a thread that does not exist in the child.
+        # A fresh lock: the parent's is held (by _before_fork, or by a thread that does not exist in the child).
+        self._held_for_fork = False
         self._lock = threading.Lock()
         # Spans still in the inbox were ended by the parent, which indexes and writes them; the child writing them
         # too would duplicate them on disk.
@@ -381,12 +397,17 @@ class SpanStore:
         inbox = self._inbox
         inbox.append(span)
         waiting = len(inbox)
+        writer = self._writer
+        if writer is not None:
+            # The writer thread starts with the first span and wakes every flush interval: a quiet application's
+            # spans reach the disk as soon as a busy one's.
+            writer.ensure_started()
         if waiting > _INBOX_DRAIN_THRESHOLD:
             self.drain()
         elif not waiting & 1023:
             # A burst: convert it in the background before the inline threshold is reached.
-            if self._writer is not None:
-                self._writer.wake()
+            if writer is not None:
+                writer.wake()
             else:
                 self._drainer.wake()
 
@@ -847,6 +868,11 @@ def _check_span(span: object) -> None:
     """Refuse what the indices cannot hold, before anything changes."""
     if not isinstance(span, StoredSpan):
         raise TypeError(f"SpanStore.add expects a StoredSpan, got {type(span).__name__}")
+    if not isinstance(span.attributes, AttributeMap):  # msgspec does not validate a Struct built in Python
+        raise TypeError(
+            f"StoredSpan.attributes must be an AttributeMap (AttributeMap.of(mapping)), got "
+            f"{type(span.attributes).__name__} in span {span.span_id} of trace {span.trace_id}"
+        )
     for name in ("start_time_unix_nano", "end_time_unix_nano"):
         value = getattr(span, name)
         if type(value) is not int or not 0 <= value <= _UINT64_MAX:

@@ -17,7 +17,13 @@ counted. Failures are logged at most once per :data:`LOG_INTERVAL_SECONDS` per k
 
 Fork safety. After ``os.fork()`` the child gets a fresh lock, events and an empty queue (the spans queued before the
 fork belong to the parent, which writes them); the writer thread is restarted lazily by the next :meth:`enqueue`,
-:meth:`enqueue_many`, :meth:`flush` or :meth:`start` in the child.
+:meth:`enqueue_many`, :meth:`flush`, :meth:`start` or :meth:`ensure_started` in the child.
+
+Exit. ``multiprocessing`` children started with ``fork`` leave through ``os._exit``: no ``atexit`` handler (and so
+not the SDK's shutdown) runs there. Every writer therefore registers a ``multiprocessing.util.Finalize``, renewed in
+each forked ``multiprocessing`` child, that flushes it (up to :data:`EXIT_FLUSH_SECONDS`) when such a process ends
+normally. A child killed by a signal (``Pool.terminate()``, which ``with Pool()`` calls) loses what it ended in its
+last flush interval, as any process killed that way does.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ RETRY_BACKOFF_MAX_SECONDS = 5.0
 RETRY_BACKOFF_INITIAL_SECONDS = 0.05
 #: At most one log message per kind of trouble (append failure, drop, tick error) in this many seconds.
 LOG_INTERVAL_SECONDS = 10.0
+#: How long a process's exit waits for its writer to put the last spans on disk.
+EXIT_FLUSH_SECONDS = 5.0
 
 
 class WriterStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,6 +180,7 @@ class LogWriter:
         self._limit = RateLimitedLog(logger)
         self._reset_state()
         forksafe.register(self)
+        _flush_at_process_exit(self)
 
     def _after_fork_in_child(self) -> None:
         self._reset_state()
@@ -270,6 +279,15 @@ class LogWriter:
         wake = self._wake
         if not wake.is_set():
             wake.set()
+        if self._thread is None and not self._closed:
+            self.start()
+
+    def ensure_started(self) -> None:
+        """Start the writer thread unless it runs (or the writer is closed). One attribute read when it runs.
+
+        Called for every span the store receives, so spans reach the disk within one flush interval from the first
+        one, even in an application that ends only a few (the thread's wake-ups are time-based).
+        """
         if self._thread is None and not self._closed:
             self.start()
 
@@ -461,6 +479,25 @@ class LogWriter:
                 running=self._thread is not None,
                 closed=self._closed,
             )
+
+
+def _flush_at_process_exit(writer: LogWriter) -> None:
+    """Flush ``writer`` when this process, or a ``multiprocessing`` child forked from it, ends normally."""
+    import multiprocessing.util  # ~14 ms; imported only once a store has a log
+
+    ref = weakref.ref(writer)
+
+    def flush_if_alive() -> None:
+        alive = ref()
+        if alive is not None and not alive._closed:
+            try:
+                alive.flush(EXIT_FLUSH_SECONDS)
+            except Exception:  # at exit there is nobody to raise to
+                logger.exception("spanstore: flushing the log writer at process exit failed")
+
+    multiprocessing.util.Finalize(writer, flush_if_alive, exitpriority=10)  # dropped with the writer
+    # A forked multiprocessing child clears the finalizers it inherited, then runs these hooks: register again there.
+    multiprocessing.util.register_after_fork(writer, _flush_at_process_exit)
 
 
 def _run(ref: weakref.ReferenceType[LogWriter], wake: threading.Event, urgent: threading.Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -291,3 +292,14 @@ def test_a_memory_store_converts_bursts_in_the_background() -> None:
     store.close()
     drainer.join(timeout=10)
     assert not drainer.is_alive()
+
+
+def test_a_span_with_plain_dict_attributes_is_refused_and_leaves_the_store_whole():
+    """add_many checks every span before adding any: a dict where an AttributeMap belongs changes nothing."""
+    store = SpanStore()
+    good = StoredSpan(trace_id="1" * 32, span_id="1" * 16, name="ok", start_time_unix_nano=1, end_time_unix_nano=2)
+    bad = msgspec.structs.replace(good, span_id="2" * 16, attributes={"k": 1})
+    with pytest.raises(TypeError, match="AttributeMap"):
+        store.add_many([good, bad])
+    assert len(store) == 0
+    store._check()

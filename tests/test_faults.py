@@ -1,0 +1,163 @@
+"""Fault injection: crashes of quiet apps, multiprocessing children, fork under busy threads (issue #12, 1-3).
+
+Each test runs a real application in a subprocess with a real SDK ``TracerProvider`` and checks what the store
+directory holds afterwards. Sized for seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from spanstore.log import SpanLog
+from spanstore.model import StoredSpan
+from spanstore.store import SpanStore
+
+pytestmark = pytest.mark.stress
+
+REPO = Path(__file__).resolve().parents[1]
+FLUSH_INTERVAL = 0.2
+
+
+def stored_names(path: Path) -> list[str]:
+    with SpanLog(path) as log:
+        spans, _ = log.read()
+    return [span.name for span in spans]
+
+
+def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+QUIET_APP = """
+    import sys, time
+    from opentelemetry.sdk.trace import TracerProvider
+    from spanstore.processor import FileBasedSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(FileBasedSpanProcessor(sys.argv[1], flush_interval_seconds=float(sys.argv[3])))
+    tracer = provider.get_tracer("quiet")
+    for i in range(int(sys.argv[2])):
+        tracer.start_span(f"span-{i}").end()
+    print("ended", flush=True)
+    time.sleep(600)  # idle until killed
+"""
+
+
+@pytest.mark.parametrize("count", [1, 10, 100, 1000])
+def test_a_quiet_app_killed_after_two_flush_intervals_keeps_every_span(tmp_path, count):
+    """The writer starts with the first span and wakes on time: SIGKILL after 2 intervals loses nothing."""
+    store = tmp_path / "store"
+    script = tmp_path / "quiet.py"
+    script.write_text(textwrap.dedent(QUIET_APP))
+    app = subprocess.Popen(
+        [sys.executable, str(script), str(store), str(count), str(FLUSH_INTERVAL)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert app.stdout.readline().strip() == "ended", app.stderr.read()
+        time.sleep(2 * FLUSH_INTERVAL + 0.3)  # two intervals, and a margin for a loaded machine
+    finally:
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=30)
+        app.stdout.close()
+        app.stderr.close()
+    assert sorted(stored_names(store)) == sorted(f"span-{i}" for i in range(count))
+
+
+MULTIPROCESSING_APP = """
+    import multiprocessing, sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from spanstore.processor import FileBasedSpanProcessor
+
+    def setup():
+        if not isinstance(trace.get_tracer_provider(), TracerProvider):  # spawn/forkserver children start bare
+            provider = TracerProvider()
+            # A long interval: nothing reaches the disk unless the child's exit flushes it.
+            provider.add_span_processor(FileBasedSpanProcessor(sys.argv[1], flush_interval_seconds=3600))
+            trace.set_tracer_provider(provider)
+
+    def work(k):
+        setup()
+        tracer = trace.get_tracer("mp")
+        for i in range(int(sys.argv[3])):
+            tracer.start_span(f"{sys.argv[2]}-{k}-{i}").end()
+        return k
+
+    if __name__ == "__main__":
+        method, how = sys.argv[2].split("-")
+        multiprocessing.set_start_method(method)
+        setup()
+        if how == "process":
+            children = [multiprocessing.Process(target=work, args=(k,)) for k in range(4)]
+            for child in children:
+                child.start()
+            for child in children:
+                child.join()
+            assert all(child.exitcode == 0 for child in children)
+        else:
+            pool = multiprocessing.Pool(2)
+            assert sorted(pool.map(work, range(4))) == [0, 1, 2, 3]
+            pool.close()
+            pool.join()
+"""
+
+
+@pytest.mark.parametrize("mode", ["fork-process", "fork-pool", "spawn-process", "forkserver-pool"])
+def test_multiprocessing_children_keep_every_span(tmp_path, mode):
+    """Children that exit through multiprocessing (os._exit under fork) flush their spans on the way out."""
+    store = tmp_path / "store"
+    result = run_script(tmp_path, MULTIPROCESSING_APP, str(store), mode, "500")
+    assert result.returncode == 0, result.stderr
+    names = stored_names(store)
+    expected = {f"{mode}-{k}-{i}" for k in range(4) for i in range(500)}
+    assert len(names) == len(expected) and set(names) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_waits_for_an_update_in_progress_so_the_child_never_sees_half_of_it():
+    """A thread halfway through a change under the store's lock when another forks: the child sees it whole."""
+    store = SpanStore()
+    store.add(StoredSpan(trace_id="1" * 32, span_id="1" * 16, name="a", start_time_unix_nano=1, end_time_unix_nano=2))
+    inside = threading.Event()
+
+    def slow_update(locked_store: SpanStore) -> None:  # stands for any multi-step index update under the lock
+        locked_store._halfway = True
+        inside.set()
+        time.sleep(0.3)
+        locked_store._halfway = False
+
+    updater = threading.Thread(target=store._read, args=(slow_update,))
+    updater.start()
+    assert inside.wait(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: forking a process that has threads
+        pid = os.fork()
+    if pid == 0:
+        try:
+            store._check()
+            code = 3 if store._halfway else 0
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    updater.join()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child saw the update half done (3) or broken indices (1)"
+    assert len(store) == 1  # the parent's store works after the fork
