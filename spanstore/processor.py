@@ -116,6 +116,26 @@ def _flush(store: SpanStore, timeout_millis: float) -> bool:
         return False
 
 
+#: SpanStore options that only a store with a log on disk takes.
+_DISK_OPTIONS = frozenset({"fsync", "disk_max_bytes", "flush_interval_seconds", "max_batch", "max_queue"})
+
+
+def _open_or_fall_back(path: str | os.PathLike[str], options: dict[str, Any], who: str) -> SpanStore:
+    """``SpanStore(path, **options)``; when the directory cannot be used (read-only disk, not a store, no
+    permission), a memory-only store and one warning: a span processor must never raise into the application."""
+    try:
+        return SpanStore(path, **options)
+    except OSError as exc:  # StorageError, NotAStoreError and LockTimeoutError are OSErrors
+        logger.warning(
+            "spanstore: %s cannot use the store directory %s (%s); keeping spans in memory only, nothing is written "
+            "to disk by this process",
+            who,
+            os.fspath(path),
+            exc,
+        )
+        return SpanStore(**{key: value for key, value in options.items() if key not in _DISK_OPTIONS})
+
+
 def _release(store: SpanStore, *, owned: bool) -> None:
     """At shutdown: close a store we created, flush one we were given (its owner closes it); never raise."""
     try:
@@ -133,7 +153,9 @@ class FileBasedSpanProcessor(SpanProcessor):
     ``store_or_path`` is a ``SpanStore`` (used as is; :meth:`shutdown` flushes it but leaves it open), or a
     directory path, or None for ``SPANSTORE_PATH`` / ``.spanstore``: then the processor creates
     ``SpanStore(path, **store_options)`` (``fsync``, ``max_spans``, ``flush_interval_seconds``, ``max_queue``, ...)
-    and closes it on :meth:`shutdown`. The store is :attr:`store`.
+    and closes it on :meth:`shutdown`. The store is :attr:`store`. A directory it cannot use (a read-only disk, a
+    directory that is not a store, no permission) never raises into the application: the processor logs one warning
+    and keeps spans in memory only.
 
     Cost and concurrency: ``on_end`` runs on the thread that ends the span; it checks the sampled flag and appends the
     SDK span to the store's inbox (O(1), no lock, no disk), never raises and never blocks. Conversion, indexing and
@@ -166,7 +188,8 @@ class FileBasedSpanProcessor(SpanProcessor):
             self.store = store_or_path
             self._owns_store = False
         elif store_or_path is None or isinstance(store_or_path, (str, os.PathLike)):
-            self.store = SpanStore(_path_from_env() if store_or_path is None else store_or_path, **store_options)
+            where = _path_from_env() if store_or_path is None else store_or_path
+            self.store = _open_or_fall_back(where, store_options, "FileBasedSpanProcessor")
             self._owns_store = True
         else:
             raise TypeError(f"store_or_path must be a SpanStore, a path or None, got {type(store_or_path).__name__}")
@@ -261,7 +284,7 @@ class SpanStoreExporter(SpanExporter):
             self._owns_store = False
         else:
             options = {**options_from_env(), **store_options}
-            self.store = SpanStore(_path_from_env() if path is None else path, **options)
+            self.store = _open_or_fall_back(_path_from_env() if path is None else path, options, "SpanStoreExporter")
             self._owns_store = True
         self._shutdown = False
         self._shutdown_lock = threading.Lock()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from spanstore.model import StatusCode, StoredSpan
-from spanstore.store import _estimate_bytes
+from spanstore.model import AttributeMap, StatusCode, StoredSpan
 
 MISSING = object()
 
@@ -56,19 +55,76 @@ def filter_holds(op: str, expected: object, actual: object) -> bool:
     return {"<": actual < expected, "<=": actual <= expected, ">": actual > expected, ">=": actual >= expected}[op]
 
 
+def service_of(span: StoredSpan) -> str:
+    """The resource's ``service.name`` when it is a non-empty string, else the SDK's ``unknown_service``."""
+    for key, value in zip(span.resource.attributes.keys_, span.resource.attributes.values_, strict=True):
+        if key == "service.name":
+            return value if type(value) is str and value != "" else "unknown_service"
+    return "unknown_service"
+
+
+def error_type_of(span: StoredSpan) -> str | None:
+    """``error.type``, else the first ``exception`` event's ``exception.type``, as strings (None when neither)."""
+    raw = dict(zip(span.attributes.keys_, span.attributes.values_, strict=True))
+    if "error.type" in raw and raw["error.type"] is not None:
+        return str(raw["error.type"])
+    exceptions = [event for event in span.events if event.name == "exception"]
+    if not exceptions:
+        return None
+    exception_type = dict(exceptions[0].attributes.items()).get("exception.type")
+    return None if exception_type is None else str(exception_type)
+
+
+def duration_of(span: StoredSpan) -> int:
+    return span.end_time_unix_nano - span.start_time_unix_nano
+
+
+def payload_bytes(value: object) -> int:
+    """What one attribute value costs by the formula documented on ``spanstore.store._estimate_bytes``."""
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, (int, float)):
+        return 28
+    if isinstance(value, str):
+        return len(value) + 49
+    if isinstance(value, bytes):
+        return len(value) + 33
+    if isinstance(value, (tuple, list)):
+        return 56 + sum(8 + payload_bytes(item) for item in value)
+    if isinstance(value, AttributeMap):
+        return 64 + sum(16 + payload_bytes(item) for item in value.values_)
+    return 64
+
+
+def estimated_bytes(span: StoredSpan) -> int:
+    """The documented per-span estimate, restated from its docstring (not imported): 480 fixed, 24 a top-level
+    attribute plus its value (strings of 16 characters or fewer are interned, so free), 120 an event plus its name,
+    200 a link, 16 an event or link attribute plus its value, and the status message."""
+    total = 480
+    for value in span.attributes.values_:
+        total += 24
+        if not (isinstance(value, str) and len(value) <= 16):
+            total += payload_bytes(value)
+    for event in span.events:
+        total += 120 + len(event.name) + sum(16 + payload_bytes(v) for v in event.attributes.values_)
+    for link in span.links:
+        total += 200 + sum(16 + payload_bytes(v) for v in link.attributes.values_)
+    return total + len(span.status_message)
+
+
 def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
     c = criteria
     if c.get("trace_id") is not None and span.trace_id != c["trace_id"].lower():
         return False
     if c.get("name") is not None and span.name != c["name"]:
         return False
-    if c.get("service") is not None and span.service_name != c["service"]:
+    if c.get("service") is not None and service_of(span) != c["service"]:
         return False
     if c.get("status") is not None and span.status_code != c["status"]:
         return False
     if c.get("kind") is not None and span.kind != c["kind"]:
         return False
-    if c.get("error_type") is not None and span.error_type != c["error_type"]:
+    if c.get("error_type") is not None and error_type_of(span) != c["error_type"]:
         return False
     if c.get("since") is not None and span.start_time_unix_nano < c["since"]:
         return False
@@ -76,7 +132,7 @@ def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
         return False
     if c.get("last") is not None and span.start_time_unix_nano < now - c["last"]:
         return False
-    duration = span.end_time_unix_nano - span.start_time_unix_nano
+    duration = duration_of(span)
     if c.get("min_duration_ns") is not None and duration < c["min_duration_ns"]:
         return False
     if c.get("max_duration_ns") is not None and duration > c["max_duration_ns"]:
@@ -97,7 +153,7 @@ def ordered(spans: list[StoredSpan], order: str) -> list[StoredSpan]:
     elif order == "newest":
         indexed.sort(key=lambda p: (-p[1].start_time_unix_nano, -p[0]))
     else:
-        indexed.sort(key=lambda p: (-p[1].duration_ns, -p[1].start_time_unix_nano, -p[0]))
+        indexed.sort(key=lambda p: (-duration_of(p[1]), -p[1].start_time_unix_nano, -p[0]))
     return [span for _, span in indexed]
 
 
@@ -129,7 +185,7 @@ class ReferenceStore:
 
     @property
     def bytes(self) -> int:
-        return sum(map(_estimate_bytes, self.spans))
+        return sum(map(estimated_bytes, self.spans))
 
     def query(self, criteria: dict, now: int) -> list[StoredSpan]:
         found = ordered([s for s in self.spans if span_matches(s, criteria, now)], criteria.get("order", "newest"))

@@ -400,3 +400,23 @@ def test_install_refuses_a_global_provider_that_is_not_the_sdks(tmp_path):
     """
     out = run_python(code.replace("PATH", repr(str(tmp_path / "s"))), cwd=REPO)
     assert "got NoOpTracerProvider" in out
+
+
+@pytest.mark.parametrize("factory", [FileBasedSpanProcessor, SpanStoreExporter], ids=["processor", "exporter"])
+def test_an_unusable_directory_never_raises_into_the_app(tmp_path, caplog, factory):
+    """A store path that cannot be created (here: under a regular file, as on a read-only disk) gives a working
+    memory-only store and one warning naming the path, instead of an exception at application start."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the store's parent directory should be")
+    where = blocker / "store"
+    with caplog.at_level(logging.WARNING, logger="spanstore"):
+        component = factory(where, flush_interval_seconds=0.1)
+    warnings = [r for r in caplog.records if "memory only" in r.getMessage()]
+    assert len(warnings) == 1 and str(where) in warnings[0].getMessage()
+    provider = TracerProvider()
+    provider.add_span_processor(component if factory is FileBasedSpanProcessor else SimpleSpanProcessor(component))
+    provider.get_tracer("app").start_span("still works").end()
+    assert [span.name for span in query_spans(component.store)] == ["still works"]
+    assert component.store.path is None
+    provider.shutdown()
+    assert blocker.read_text().startswith("a file")  # nothing written

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from spanstore import InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
+from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
 from spanstore.query import get_trace, query_spans
 from tests.model_reference import ReferenceStore
 from tests.span_factory import TRACE_IDS, criteria, spans, to_query_kwargs
@@ -303,3 +303,74 @@ def test_a_span_with_plain_dict_attributes_is_refused_and_leaves_the_store_whole
         store.add_many([good, bad])
     assert len(store) == 0
     store._check()
+
+
+@pytest.mark.parametrize(
+    "make_value",
+    [
+        lambda i: tuple(range(i, i + 5_000)),  # a big int array
+        lambda i: tuple(f"item-{i}-{j:06d}-padding" for j in range(2_000)),  # a big string array
+        lambda i: bytes([i]) * 50_000,  # bytes (OTLP bytesValue)
+        lambda i: str(i) * 50_000,  # one long string
+        lambda i: AttributeMap.of({f"k{j}": f"value-{i}-{j:08d}-padding" for j in range(1_000)}),  # a nested kvlist
+    ],
+    ids=["int-array", "str-array", "bytes", "long-str", "kvlist"],
+)
+def test_memory_estimate_counts_every_value_type_against_measured_memory(make_value) -> None:
+    """The byte estimate follows what the values really take (tracemalloc), whatever their type: within 0.5x-3x."""
+    import tracemalloc
+
+    store = SpanStore(max_bytes=1 << 40)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        spans = [
+            StoredSpan(
+                trace_id=f"{i + 1:032x}",
+                span_id=f"{i + 1:016x}",
+                name="big",
+                start_time_unix_nano=i,
+                end_time_unix_nano=i + 1,
+                attributes=AttributeMap.of({"payload": make_value(i)}),
+            )
+            for i in range(20)
+        ]
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    store.add_many(spans)
+    estimate = store.stats().memory_estimate_bytes
+    assert 0.5 * measured <= estimate <= 3 * measured, (estimate, measured)
+
+
+def test_a_query_converts_only_what_was_waiting_when_it_began(monkeypatch) -> None:
+    """Producers that keep ending spans while a query drains the inbox cannot keep that query busy forever."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import spanstore.store as store_module
+
+    provider = TracerProvider()
+    tracer = provider.get_tracer("overload")
+    ended = [tracer.start_span(f"s{i}") for i in range(10_100)]
+    for span in ended:
+        span.end()
+    store = SpanStore()
+    for span in ended[:100]:
+        store.submit(span)
+    convert = store_module.from_readable_span
+    more = iter(ended[100:])
+    calls = 0
+
+    def convert_while_producers_add(raw):  # each conversion races with a producer ending another span
+        nonlocal calls
+        calls += 1
+        extra = next(more, None)
+        if extra is not None:
+            store._inbox.append(extra)
+        return convert(raw)
+
+    monkeypatch.setattr(store_module, "from_readable_span", convert_while_producers_add)
+    assert len(query_spans(store, limit=None)) == 100  # the 100 that were waiting, not the 10,000 that came after
+    assert calls == 100
+    monkeypatch.undo()
+    assert len(store) == 200  # the next drain takes what arrived meanwhile (and no more)
