@@ -204,10 +204,11 @@ def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _limit(text: str) -> int | None:
-    if text.strip().lower() in ("0", "all"):
+    """``all`` for no limit; a number means what ``limit=`` means in Python (0: nothing, as ``query_spans``)."""
+    if text.strip().lower() in ("all", "none"):
         return None
     if not _INT_RE.match(text.strip()) or int(text) < 0:
-        raise ValueError(f"expected a number of results (0 or 'all' for no limit); got {text!r}")
+        raise ValueError(f"expected a number of results, or 'all' for no limit; got {text!r}")
     return int(text)
 
 
@@ -364,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_query_options(p, spans=False)
-    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="traces to show (default 20; 0: all)")
+    p.add_argument(
+        "--limit", type=_argument_type(_limit), default=20, help="traces to show (default 20; all: no limit)"
+    )
 
     p = command(
         "trace",
@@ -389,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_query_options(p, spans=True)
-    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; 0: all)")
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; all: no limit)")
     p.add_argument("--order", choices=("newest", "oldest", "longest"), default="newest", help="result order")
 
     p = command(
@@ -403,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_argument_type(parse_time_unix_nano), metavar="TIME", help="instead of --last")
     p.add_argument("--until", type=_argument_type(parse_time_unix_nano), metavar="TIME", help="started before TIME")
     p.add_argument("--service", metavar="NAME", help="only this service")
-    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; 0: all)")
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="spans to show (default 20; all: no limit)")
 
     p = command(
         "errors",
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", dest="error_type", metavar="TYPE", help="list the spans of this error type")
     p.add_argument("--service", metavar="NAME", help="only this service")
     p.add_argument("--last", type=_argument_type(parse_duration_ns), metavar="D", help="started within the last D")
-    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="rows to show (default 20; 0: all)")
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="rows to show (default 20; all: no limit)")
 
     p = command(
         "tail",
@@ -606,7 +609,7 @@ def _query(args: argparse.Namespace, **fixed: Any) -> SpanQuery:
 
 def _more_hint(out: _Output, shown: int, limit: int | None, what: str) -> None:
     if limit is not None and shown >= limit:
-        out.say(f"Showing the first {shown} {what}; --limit N shows more (0: all).", "dim")
+        out.say(f"Showing the first {shown} {what}; --limit N shows more (--limit all: every one).", "dim")
 
 
 # --- commands ---------------------------------------------------------------------------------------------------------
@@ -836,7 +839,7 @@ def _cmd_errors(args: argparse.Namespace, out: _Output) -> int:
         for row in shown:
             out.record(row)
     elif not rows:
-        out.say("No errors: no span has an error.type attribute or an exception event.")
+        out.say("No errors: no span has status ERROR, an error.type attribute or an exception event.")
     else:
         from spanstore.render import print_error_types
 
@@ -851,7 +854,9 @@ def _error_types(spans: Sequence[StoredSpan], service: str | None, last: timedel
     rows: dict[str, dict[str, Any]] = {}
     for span in spans:  # oldest first: the last span seen is the newest
         error_type = span.error_type
-        if error_type is None or (service is not None and span.service_name != service):
+        if error_type is None and span.status_code != StatusCode.ERROR:
+            continue  # not an error at all; an ERROR span without a type gets a row of its own (key None)
+        if service is not None and span.service_name != service:
             continue
         if since is not None and span.start_time_unix_nano < since:
             continue
@@ -862,7 +867,7 @@ def _error_types(spans: Sequence[StoredSpan], service: str | None, last: timedel
         row["services"].add(span.service_name)
         row["last_seen_unix_nano"] = span.start_time_unix_nano
         row["trace_id"] = span.trace_id
-    ordered = sorted(rows.values(), key=lambda r: (-r["span_count"], r["error_type"]))
+    ordered = sorted(rows.values(), key=lambda r: (-r["span_count"], r["error_type"] or ""))
     for row in ordered:
         row["services"] = sorted(row["services"])
     return ordered

@@ -339,17 +339,49 @@ class StoredSpan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     @property
     def error_type(self) -> str | None:
-        """Attribute ``error.type``, else the ``exception.type`` of the first ``exception`` event, else None."""
+        """The span's error type, for display: attribute ``error.type`` when it names a class of error, else the
+        ``exception.type`` of the first ``exception`` event, else ``error.type`` even when it is only a status
+        code (HTTP instrumentations set ``error.type="500"``: the exception says more) or ``_OTHER``, else None.
+        To find spans by any of these names, see :attr:`error_types`."""
         value = self.attributes.get("error.type")
-        if value is not None:
-            return value if isinstance(value, str) else str(value)
+        declared = None if value is None or value == "" else value if isinstance(value, str) else str(value)
+        if declared is not None and not declared.isdigit() and declared != "_OTHER":
+            return declared
         for event in self.events:
             if event.name == "exception":
                 exc_type = event.attributes.get("exception.type")
-                if exc_type is not None:
+                if exc_type is not None and exc_type != "":
                     return exc_type if isinstance(exc_type, str) else str(exc_type)
-                return None
-        return None
+                break
+        return declared
+
+    @property
+    def error_types(self) -> tuple[str, ...]:
+        """Every name the span's error is found by: each ``exception`` event's ``exception.type`` as recorded
+        (``shop.OutOfStock``) and bare (``OutOfStock``), and attribute ``error.type``; distinct, in that order.
+
+        >>> from spanstore.model import AttributeMap, SpanEvent
+        >>> event = SpanEvent(name="exception", time_unix_nano=1,
+        ...                   attributes=AttributeMap.of({"exception.type": "shop.OutOfStock"}))
+        >>> StoredSpan(trace_id="1" * 32, span_id="1" * 16, name="GET /buy", start_time_unix_nano=1,
+        ...            end_time_unix_nano=2, events=(event,),
+        ...            attributes=AttributeMap.of({"error.type": "500"})).error_types
+        ('shop.OutOfStock', 'OutOfStock', '500')
+        """
+        names: list[str] = []
+        for event in self.events:
+            if event.name == "exception":
+                exc_type = event.attributes.get("exception.type")
+                if exc_type is not None and exc_type != "":
+                    qualified = exc_type if isinstance(exc_type, str) else str(exc_type)
+                    names.append(qualified)
+                    names.append(qualified.rpartition(".")[2])
+        value = self.attributes.get("error.type")
+        if value is not None and value != "":
+            names.append(value if isinstance(value, str) else str(value))
+        if len(names) < 2:
+            return tuple(names)
+        return tuple(dict.fromkeys(name for name in names if name))
 
     @classmethod
     def from_readable_span(cls, span: ReadableSpan) -> StoredSpan:

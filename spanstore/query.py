@@ -235,10 +235,19 @@ def _to_duration_ns(name: str, value: object) -> int | None:
     return value
 
 
+class _WindowNs(int):
+    """``last`` once converted to nanoseconds: validating a copy (``replace``, keyword criteria) keeps it as is.
+
+    Without the mark, ``SpanQuery(last=300).replace(limit=None)`` read the stored nanoseconds as seconds again.
+    """
+
+    __slots__ = ()
+
+
 def _to_window_ns(name: str, value: object) -> int | None:
     """``last``: a timedelta or a number of seconds."""
-    if value is None:
-        return None
+    if value is None or type(value) is _WindowNs:
+        return value  # type: ignore[return-value]
     if isinstance(value, timedelta):
         ns = value // timedelta(microseconds=1) * 1000
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -247,7 +256,7 @@ def _to_window_ns(name: str, value: object) -> int | None:
         raise InvalidQueryError(f"{name} must be a timedelta or a number of seconds, got {value!r}")
     if ns <= 0:
         raise InvalidQueryError(f"{name} must be a positive duration, got {value!r}")
-    return ns
+    return _WindowNs(ns)
 
 
 def normalize_trace_id(trace_id: object) -> str:
@@ -420,7 +429,7 @@ class SpanQuery:
         if self.status is not None and "status" not in known:
             checks.append(lambda s, v=self.status: s.status_code == v)
         if self.error_type is not None and "error_type" not in known:
-            checks.append(lambda s, v=self.error_type: s.error_type == v)
+            checks.append(lambda s, v=self.error_type: v in s.error_types)
         if since is not None:
             checks.append(lambda s, v=since: s.start_time_unix_nano >= v)
         if until is not None:
@@ -803,8 +812,9 @@ def recent_failures(store: SpanStore, hours: float = 1.0, limit: int | None = 10
 def filter_by_error_type(
     store: SpanStore, error_type: str, *, limit: int | None = 100, **criteria: Any
 ) -> list[StoredSpan]:
-    """Spans whose error type (attribute ``error.type``, else the first exception event's ``exception.type``) is
-    ``error_type``, newest first. O(spans with that error type) at most.
+    """Spans whose error is of ``error_type``, newest first: the class recorded in an ``exception`` event, by its
+    qualified (``shop.OutOfStock``) or bare (``OutOfStock``) name, or attribute ``error.type`` (``"500"``); see
+    :attr:`StoredSpan.error_types`. O(spans with that error type) at most.
 
     >>> from spanstore import SpanStore
     >>> filter_by_error_type(SpanStore(), "TimeoutError")

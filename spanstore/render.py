@@ -199,10 +199,21 @@ def error_summary(span: StoredSpan) -> str:
                     message = found
                 break
     error_type = span.error_type
-    if error_type and message and not message.startswith(error_type):
-        return f"{error_type}: {message}"
+    if error_type and message:
+        bare = error_type.rpartition(".")[2]
+        for prefix in (error_type, bare):  # instrumentations often start the message with the type: say it once
+            if message.startswith(prefix + ":"):
+                message = message[len(prefix) + 1 :].lstrip()
+                break
+        if message in (error_type, bare):
+            return error_type
+        return f"{error_type}: {message}" if message else error_type
     if not message and error_type and error_type.isdigit():
         return f"HTTP {error_type}"  # semantic conventions: a client span's error.type is the status code
+    if not message and not error_type:
+        status = span.attributes.get("http.response.status_code", span.attributes.get("http.status_code"))
+        if type(status) is int and status >= 400:  # older HTTP conventions: only the status code says what failed
+            return f"HTTP {status}"
     return message or error_type or ("error" if span.status_code == StatusCode.ERROR else "")
 
 
@@ -427,6 +438,10 @@ def print_traces(console: Console, summaries: Sequence[Any], *, title: str | Non
     console.print(table)
 
 
+#: The ``errors`` table's row for ERROR spans with neither an exception event nor ``error.type``.
+UNTYPED_ERRORS = "(no type: status ERROR only)"
+
+
 def print_error_types(console: Console, rows: Sequence[dict[str, Any]]) -> None:
     """A table of error types: type, spans, services, last seen, newest trace id (rows from the ``errors`` command)."""
     fmt, caption = _time_column(row["last_seen_unix_nano"] for row in rows)
@@ -434,7 +449,7 @@ def print_error_types(console: Console, rows: Sequence[dict[str, Any]]) -> None:
     table.columns[1].justify = "right"
     cells = [
         (
-            Text(row["error_type"], style=_ERROR_STYLE),
+            Text(row["error_type"], style=_ERROR_STYLE) if row["error_type"] else Text(UNTYPED_ERRORS, style=_DIM),
             str(row["span_count"]),
             ", ".join(row["services"]),
             format_time(row["last_seen_unix_nano"], fmt),

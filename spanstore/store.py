@@ -551,8 +551,7 @@ class SpanStore:
             seqs.append(seq)
         if status == 2:
             self._error_count += 1
-        error_type = span.error_type
-        if error_type is not None:
+        for error_type in span.error_types:
             _post(self._by_error_type, error_type, seq)
 
         attributes = span.attributes
@@ -848,12 +847,12 @@ class SpanStore:
             services = collections.Counter(span.resource.service_name for span in live.values())
             assert services == self._service_counts
 
-            def expect(index: dict[Any, array], key_of: Callable[[StoredSpan], Any]) -> None:
+            def expect(index: dict[Any, array], key_of: Callable[[StoredSpan], Any], many: bool = False) -> None:
                 wanted: dict[Any, list[int]] = collections.defaultdict(list)
                 for seq, span in live.items():
-                    key = key_of(span)
-                    if key is not None:
-                        wanted[key].append(seq)
+                    for key in key_of(span) if many else (key_of(span),):
+                        if key is not None:
+                            wanted[key].append(seq)
                 got = {}
                 for key, seqs in index.items():
                     assert list(seqs) == sorted(seqs), key
@@ -865,7 +864,7 @@ class SpanStore:
             expect(self._by_name, attrgetter("name"))
             expect(self._by_service, lambda span: span.resource.service_name)
             expect(self._by_status, lambda span: int(span.status_code))
-            expect(self._by_error_type, attrgetter("error_type"))
+            expect(self._by_error_type, attrgetter("error_types"), many=True)
             expect(self._by_duration, lambda span: duration_bucket(span.duration_ns))
             keys = set(self._by_attribute)
             for span in live.values():

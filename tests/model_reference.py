@@ -63,16 +63,20 @@ def service_of(span: StoredSpan) -> str:
     return "unknown_service"
 
 
-def error_type_of(span: StoredSpan) -> str | None:
-    """``error.type``, else the first ``exception`` event's ``exception.type``, as strings (None when neither)."""
+def error_types_of(span: StoredSpan) -> set[str]:
+    """Each exception event's ``exception.type``, qualified and after its last dot, and ``error.type``."""
+    names = set()
+    for event in span.events:
+        if event.name == "exception":
+            recorded = dict(event.attributes.items()).get("exception.type")
+            if recorded not in (None, ""):
+                names.add(str(recorded))
+                names.add(str(recorded).split(".")[-1])
     raw = dict(zip(span.attributes.keys_, span.attributes.values_, strict=True))
-    if "error.type" in raw and raw["error.type"] is not None:
-        return str(raw["error.type"])
-    exceptions = [event for event in span.events if event.name == "exception"]
-    if not exceptions:
-        return None
-    exception_type = dict(exceptions[0].attributes.items()).get("exception.type")
-    return None if exception_type is None else str(exception_type)
+    if raw.get("error.type") not in (None, ""):
+        names.add(str(raw["error.type"]))
+    names.discard("")
+    return names
 
 
 def duration_of(span: StoredSpan) -> int:
@@ -124,7 +128,7 @@ def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
         return False
     if c.get("kind") is not None and span.kind != c["kind"]:
         return False
-    if c.get("error_type") is not None and error_type_of(span) != c["error_type"]:
+    if c.get("error_type") is not None and c["error_type"] not in error_types_of(span):
         return False
     if c.get("since") is not None and span.start_time_unix_nano < c["since"]:
         return False

@@ -223,7 +223,7 @@ def test_demo_then_failures_and_trace(capsys: pytest.CaptureFixture[str], tmp_pa
 
     code, out, _ = run(capsys, "--path", path, "failures")
     assert code == 0 and "Error" in out and "Trace ID" in out
-    code, out, _ = run(capsys, "--path", path, "--json", "failures", "--limit", "0")
+    code, out, _ = run(capsys, "--path", path, "--json", "failures", "--limit", "all")
     failures = json_lines(out)
     assert failures and all(f["status"] == "ERROR" for f in failures)
     trace_id = max(failures, key=lambda f: f["duration_ns"])["trace_id"]
@@ -264,12 +264,12 @@ def test_traces_search(
 ) -> None:
     """`traces` lists one line per trace, matching find_traces for the same criteria (options and TraceQL alike)."""
     path, _ = demo_store
-    code, out, _ = run(capsys, "--path", path, "--json", "traces", "--errors", "--limit", "0")
+    code, out, _ = run(capsys, "--path", path, "--json", "traces", "--errors", "--limit", "all")
     got = json_lines(out)
     expected = find_traces(demo_spans, status="ERROR", limit=1000)
     assert [t["trace_id"] for t in got] == [t.trace_id for t in expected] and got
     assert set(got[0]) >= {"trace_id", "root_name", "root_service", "duration_ns", "span_count", "error_count"}
-    code, out, _ = run(capsys, "--path", path, "--json", "traces", "{ status = error }", "--limit", "0")
+    code, out, _ = run(capsys, "--path", path, "--json", "traces", "{ status = error }", "--limit", "all")
     assert [t["trace_id"] for t in json_lines(out)] == [t.trace_id for t in expected]
     code, out, _ = run(
         capsys, "--path", path, "--json", "traces", "--service", "inventory", "--attr", "http.response.status_code=503"
@@ -329,7 +329,7 @@ def test_spans_options_match_the_query_api(
         (["{ kind = server && duration > 100ms }"], {"kind": "SERVER", "min_duration_ns": 100_000_001}),
     ]
     for argv, criteria in cases:
-        code, out, _ = run(capsys, "--path", path, "--json", "spans", "--limit", "0", *argv)
+        code, out, _ = run(capsys, "--path", path, "--json", "spans", "--limit", "all", *argv)
         assert code == 0, argv
         expected = [s.span_id for s in query_spans(demo_spans, **criteria)]
         got = [r["span_id"] for r in json_lines(out)]
@@ -348,7 +348,7 @@ def test_failures_and_errors(
 ) -> None:
     """`failures` lists recent ERROR spans; `errors` summarises error types and `errors --type` lists their spans."""
     path, _ = demo_store
-    code, out, _ = run(capsys, "--path", path, "--json", "failures", "--limit", "0")
+    code, out, _ = run(capsys, "--path", path, "--json", "failures", "--limit", "all")
     assert [r["span_id"] for r in json_lines(out)] == [s.span_id for s in query_spans(demo_spans, status="ERROR")]
     code, out, _ = run(capsys, "--path", path, "failures", "--last", "1s")
     assert code == 0 and "No failures in the last 1s." in out and "try --last 7d" in out
@@ -359,11 +359,13 @@ def test_failures_and_errors(
     counts = {row["error_type"]: row["span_count"] for row in rows}
     for error_type, count in counts.items():
         assert count == len(query_spans(demo_spans, error_type=error_type)), error_type
-    assert "StatementTimeoutError" in counts
+    assert "StatementTimeoutError" in counts  # the demo sets error.type to the class name
     code, out, _ = run(capsys, "--path", path, "errors")
     assert code == 0 and "Error type" in out and "StatementTimeoutError" in out
-    code, out, _ = run(capsys, "--path", path, "--json", "errors", "--type", "StatementTimeoutError", "--limit", "0")
-    assert len(json_lines(out)) == counts["StatementTimeoutError"]
+    # Found by error.type and by exception.type as the SDK records it, module-qualified.
+    for name in ("StatementTimeoutError", "spanstore.demo.StatementTimeoutError"):
+        code, out, _ = run(capsys, "--path", path, "--json", "errors", "--type", name, "--limit", "all")
+        assert len(json_lines(out)) == counts["StatementTimeoutError"]
     code, out, _ = run(capsys, "--path", path, "errors", "--type", "NoSuchError")
     assert code == 0 and out.startswith("No spans with error type NoSuchError")
 
@@ -482,7 +484,7 @@ def test_export_round_trips_through_import(
 @needs_samples
 def test_otel_demo_capture_shows_sensibly(capsys: pytest.CaptureFixture[str], samples_store: str) -> None:
     """The OpenTelemetry Demo capture lists as traces and its largest trace renders every span in a tree."""
-    code, out, _ = run(capsys, "--path", samples_store, "--json", "traces", "--service", "frontend", "--limit", "0")
+    code, out, _ = run(capsys, "--path", samples_store, "--json", "traces", "--service", "frontend", "--limit", "all")
     summaries = json_lines(out)
     assert code == 0 and len(summaries) > 10
     biggest = max(summaries, key=lambda t: t["span_count"])
@@ -615,3 +617,15 @@ def read_file_text(text: str) -> int:
     from spanstore.otlp import decode_line
 
     return sum(len(decode_line(line).spans) for line in text.splitlines() if line.strip())
+
+
+def test_limit_means_what_it_means_in_python(capsys, demo_store, demo_spans):
+    """--limit 0 returns nothing, as limit=0 does in Python; --limit all returns every match; junk is a usage error."""
+    path, _ = demo_store
+    every = query_spans(demo_spans, limit=None)
+    code, out, _ = run(capsys, "--path", path, "--json", "spans", "--limit", "0")
+    assert code == 0 and json_lines(out) == [] == query_spans(demo_spans, limit=0)
+    code, out, _ = run(capsys, "--path", path, "--json", "spans", "--limit", "all")
+    assert len(json_lines(out)) == len(every) > 20  # more than the default limit
+    code, _, err = run(capsys, "--path", path, "spans", "--limit", "many")
+    assert code == 2 and "'all' for no limit" in err

@@ -159,6 +159,9 @@ def test_status_and_error_type(recorder) -> None:
         span.set_status(Status(SdkStatusCode.ERROR, "gave up"))
     with tracer.start_as_current_span("numeric") as span:
         span.set_attribute("error.type", 503)
+    with pytest.raises(ZeroDivisionError), tracer.start_as_current_span("status code and exception") as span:
+        span.set_attribute("error.type", "500")  # as HTTP server instrumentations set it
+        raise ZeroDivisionError("division by zero")
     with tracer.start_as_current_span("ok") as span:
         span.add_event("exception", {"exception.message": "no type"})
         span.set_status(Status(SdkStatusCode.OK))
@@ -177,6 +180,9 @@ def test_status_and_error_type(recorder) -> None:
         "Timeout",
     )
     assert spans["numeric"].error_type == "503"
+    both = spans["status code and exception"]
+    assert both.error_type == "ZeroDivisionError" and both.error_types == ("ZeroDivisionError", "500")
+    assert explicit.error_types == ("ValueError", "Timeout")
     assert (spans["ok"].status_code, spans["ok"].error_type, spans["ok"].is_error) == (StatusCode.OK, None, False)
     assert (spans["unset"].status_code, spans["unset"].status_message) == (StatusCode.UNSET, "")
 
