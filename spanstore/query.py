@@ -439,8 +439,18 @@ class SpanQuery:
         return lambda span: all(check(span) for check in checks)
 
     def replace(self, **changes: Any) -> SpanQuery:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again).
+
+        ``last`` is kept as it is (nanoseconds) unless changed: passed again, an int would be read as seconds.
+
+        >>> SpanQuery(last=600).replace(limit=5).last
+        600000000000
+        """
+        if "last" in changes or self.last is None:
+            return dataclasses.replace(self, **changes)
+        copy = dataclasses.replace(self, **changes, last=None)
+        object.__setattr__(copy, "last", self.last)
+        return copy
 
 
 _QUERY_FIELDS = frozenset(field.name for field in dataclasses.fields(SpanQuery))
@@ -457,7 +467,7 @@ def _build_query(query: SpanQuery | None, criteria: dict[str, Any]) -> SpanQuery
             f"unknown query criteria {', '.join(unknown)}; expected some of {', '.join(sorted(_QUERY_FIELDS))}"
         )
     try:
-        return dataclasses.replace(query, **criteria) if query is not None else SpanQuery(**criteria)
+        return query.replace(**criteria) if query is not None else SpanQuery(**criteria)
     except TypeError as error:  # e.g. a positional/keyword mix-up
         raise InvalidQueryError(str(error)) from None
 
