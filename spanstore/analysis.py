@@ -35,12 +35,15 @@ import dataclasses
 import heapq
 import threading
 import weakref
+from array import array
 from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from spanstore.errors import InvalidQueryError, TraceNotFoundError
 from spanstore.model import StatusCode, StoredSpan
-from spanstore.query import TraceSummary, _build_query, _summarize, get_trace, normalize_trace_id, query_spans
+from spanstore.query import TraceSummary, _build_query, _run, _summarize, get_trace, normalize_trace_id
+from spanstore.store import now_unix_nano
 
 if TYPE_CHECKING:
     from spanstore.store import SpanStore
@@ -138,128 +141,170 @@ class SimilarTrace:
     extra: tuple[tuple[tuple[Any, ...], int], ...]
 
 
-class _Record:
-    """What the index keeps of one trace: arrival number, token count, duration, and ``(token id, count)`` pairs."""
-
-    __slots__ = ("arrival", "duration_ns", "items", "total")
-
-    def __init__(self, arrival: int, total: int, duration_ns: int, items: tuple[int, ...]) -> None:
-        self.arrival = arrival
-        self.total = total
-        self.duration_ns = duration_ns
-        self.items = items  # flat: token id, count, token id, count, ...
-
-
 class _SimilarityIndex:
     """Posting lists from ``(token id, k)`` to the traces holding that token at least ``k`` times.
 
+    Layout (for memory: ~8 bytes a span plus ~100 bytes a trace): each time a trace is (re-)read it gets a new
+    record number ``rid``; per-record facts live in arrays indexed by ``rid - base``; postings are ``array('q')`` of
+    rids. A trace that changes or leaves only marks its old record dead (``_trace_of[rid - base] = None``); dead
+    entries are skipped by readers and dropped in bulk once they outnumber the live ones (amortized O(1) a span).
     Guarded by the store's lock: the observer runs under it, and every read goes through ``store._read``.
     """
 
     def __init__(self) -> None:
         self._dirty: dict[str, int] = {}  # trace id -> arrival number, for traces changed since the last query
-        self._records: dict[str, _Record] = {}
-        self._postings: dict[tuple[int, int], set[str]] = {}
+        self._rid: dict[str, int] = {}  # trace id -> its live record
+        self._base = 0  # rid of row 0
+        self._trace_of: list[str | None] = []  # per record: the trace id, None once dead
+        self._arrival = array("q")  # per record: the trace's arrival number (the tie-break: later ranks first)
+        self._total = array("q")  # per record: the number of tokens (edges + errors) of the trace
+        self._duration = array("q")  # per record: the trace's duration in ns
+        self._postings: dict[tuple[int, int], array] = {}
         self._token_ids: dict[tuple[Any, ...], int] = {}
-        self._tokens: dict[int, tuple[Any, ...]] = {}
         self._next_token = 0
         self._arrivals = 0
+        self._live_entries = 0
+        self._dead_entries = 0
 
     # called by the store under its lock (SpanStore.observe_traces)
     def observe(self, trace_id: str, evicted: bool) -> None:
         if evicted:
             self._dirty.pop(trace_id, None)
-            record = self._records.pop(trace_id, None)
-            if record is not None:
-                self._unpost(trace_id, record)
+            rid = self._rid.pop(trace_id, None)
+            if rid is not None:
+                self._kill(rid)
         elif trace_id not in self._dirty:
-            record = self._records.get(trace_id)
-            if record is None:
+            rid = self._rid.get(trace_id)
+            if rid is None:
                 self._arrivals += 1
                 self._dirty[trace_id] = self._arrivals
             else:
-                self._dirty[trace_id] = record.arrival
+                self._dirty[trace_id] = self._arrival[rid - self._base]
+
+    def _kill(self, rid: int) -> None:
+        row = rid - self._base
+        self._trace_of[row] = None
+        self._live_entries -= self._total[row]
+        self._dead_entries += self._total[row]
 
     def catch_up(self, store: SpanStore) -> None:
         """Re-read every trace changed since the last call (under the store's lock). O(spans of those traces)."""
         dirty = self._dirty
         if not dirty:
             return
-        records = self._records
         for trace_id, arrival in dirty.items():
-            old = records.get(trace_id)
-            if old is not None:
-                self._unpost(trace_id, old)
+            rid = self._rid.pop(trace_id, None)
+            if rid is not None:
+                self._kill(rid)
             spans = store._trace_spans(trace_id)
             if spans:
-                records[trace_id] = self._post(trace_id, arrival, spans)
-            else:
-                records.pop(trace_id, None)
+                self._post(trace_id, arrival, spans)
         dirty.clear()
+        self._trim_front()
+        if self._dead_entries > max(4096, self._live_entries):
+            self._compact()
 
-    def _post(self, trace_id: str, arrival: int, spans: list[StoredSpan]) -> _Record:
+    def _post(self, trace_id: str, arrival: int, spans: list[StoredSpan]) -> None:
         token_ids = self._token_ids
         postings = self._postings
-        items: list[int] = []
+        rid = self._base + len(self._trace_of)
         total = 0
         for token, count in trace_shape(spans).items():
             token_id = token_ids.get(token)
             if token_id is None:
                 token_id = token_ids[token] = self._next_token
-                self._tokens[token_id] = token
                 self._next_token += 1
-            items += (token_id, count)
             total += count
             for k in range(1, count + 1):
                 members = postings.get((token_id, k))
                 if members is None:
-                    postings[(token_id, k)] = {trace_id}
+                    postings[(token_id, k)] = array("q", (rid,))
                 else:
-                    members.add(trace_id)
-        return _Record(arrival, total, _trace_duration(spans), tuple(items))
+                    members.append(rid)
+        self._rid[trace_id] = rid
+        self._trace_of.append(trace_id)
+        self._arrival.append(arrival)
+        self._total.append(total)
+        self._duration.append(_trace_duration(spans))
+        self._live_entries += total
 
-    def _unpost(self, trace_id: str, record: _Record) -> None:
+    def _trim_front(self) -> None:
+        """Drop the dead records at the front of the per-record arrays (eviction is oldest first)."""
+        trace_of = self._trace_of
+        front = 0
+        while front < len(trace_of) and trace_of[front] is None:
+            front += 1
+        if front > 1024 or (front and front == len(trace_of)):
+            del trace_of[:front]
+            del self._arrival[:front]
+            del self._total[:front]
+            del self._duration[:front]
+            self._base += front
+
+    def _compact(self) -> None:
+        """Drop dead rids from every posting list, empty lists, and tokens no live trace holds."""
+        base, trace_of = self._base, self._trace_of
+        for key in list(self._postings):
+            members = self._postings[key]
+            live = array("q", [rid for rid in members if rid >= base and trace_of[rid - base] is not None])
+            if live:
+                self._postings[key] = live
+            else:
+                del self._postings[key]
+        held = {token_id for token_id, k in self._postings if k == 1}
+        self._token_ids = {token: token_id for token, token_id in self._token_ids.items() if token_id in held}
+        self._dead_entries = 0
+
+    def similar(self, trace_id: str, shape: dict[tuple[Any, ...], int], limit: int) -> list[tuple[float, float, str]]:
+        """``(score, structure, trace id)`` of the ``limit`` best traces (``shape``: the asked trace's), best first."""
+        asked = self._rid[trace_id]
+        base, trace_of = self._base, self._trace_of
+        row = asked - base
+        total, duration = self._total[row], self._duration[row]
+        shared: collections.Counter[int] = collections.Counter()
         postings = self._postings
-        items = record.items
-        for i in range(0, len(items), 2):
-            token_id = items[i]
-            for k in range(1, items[i + 1] + 1):
-                members = postings[(token_id, k)]
-                members.discard(trace_id)
-                if not members:
-                    del postings[(token_id, k)]
-                    if k == 1:  # no trace holds the token any more: forget it (names may be unbounded)
-                        del self._token_ids[self._tokens.pop(token_id)]
-
-    def shape_of(self, record: _Record) -> dict[tuple[Any, ...], int]:
-        items, tokens = record.items, self._tokens
-        return {tokens[items[i]]: items[i + 1] for i in range(0, len(items), 2)}
-
-    def similar(self, trace_id: str, limit: int) -> list[tuple[float, float, str, _Record]]:
-        """``(score, structure, trace id, record)`` of the ``limit`` best traces, best first."""
-        asked = self._records[trace_id]
-        shared: collections.Counter[str] = collections.Counter()
-        postings = self._postings
-        items = asked.items
-        for i in range(0, len(items), 2):
-            token_id = items[i]
-            for k in range(1, items[i + 1] + 1):
-                shared.update(postings[(token_id, k)])  # C speed: +1 per trace holding the token >= k times
-        del shared[trace_id]
-        records = self._records
-        total, duration = asked.total, asked.duration_ns
-        scored = []
-        for other, common in shared.items():
-            record = records[other]
-            union = total + record.total - common
-            scored.append((similarity_score(common, union, duration, record.duration_ns), record.arrival, other))
-        best = heapq.nlargest(limit, scored)
+        token_ids = self._token_ids
+        for token, count in shape.items():
+            token_id = token_ids[token]
+            for k in range(1, count + 1):
+                shared.update(postings[(token_id, k)])  # C speed: +1 for each record holding the token >= k times
+        shared.pop(asked, None)
+        if not limit:
+            return []
+        # score <= structure <= common / total (the union is at least the asked trace's size): visit candidates by
+        # decreasing common count and stop once that bound falls below the limit-th best score found.
+        totals, durations, arrivals = self._total, self._duration, self._arrival
+        best: list[tuple[float, int, int]] = []  # a min-heap of (score, arrival, rid)
+        for rid, common in sorted(shared.items(), key=itemgetter(1), reverse=True):
+            if len(best) >= limit and common / total < best[0][0]:
+                break
+            if rid < base or trace_of[rid - base] is None:
+                continue
+            row = rid - base
+            entry = (
+                similarity_score(common, total + totals[row] - common, duration, durations[row]),
+                arrivals[row],
+                rid,
+            )
+            if len(best) < limit:
+                heapq.heappush(best, entry)
+            elif entry > best[0]:
+                heapq.heapreplace(best, entry)
         result = []
-        for score, _, other in best:
-            record = records[other]
-            common = shared[other]
-            result.append((score, common / (total + record.total - common), other, record))
-        return result
+        for score, _, rid in sorted(best, reverse=True):
+            row = rid - base
+            common = shared[rid]
+            result.append((score, common / (total + totals[row] - common), trace_of[row]))
+        return result  # type: ignore[return-value]
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests): every live record is a held trace's current one, entries add up."""
+        live = {rid: trace_id for rid, trace_id in enumerate(self._trace_of, self._base) if trace_id is not None}
+        assert {trace_id: rid for rid, trace_id in live.items()} == self._rid
+        counted = collections.Counter(rid for members in self._postings.values() for rid in members if rid in live)
+        for rid in live:
+            assert counted[rid] == self._total[rid - self._base], rid
+        assert sum(counted.values()) == self._live_entries
 
 
 _INDICES: weakref.WeakKeyDictionary[SpanStore, _SimilarityIndex] = weakref.WeakKeyDictionary()
@@ -308,31 +353,30 @@ def find_similar_traces(store: SpanStore, trace_id: str, limit: int = 10) -> lis
     limit = _check_limit(limit)
     index = _index_of(store)
 
-    def collect(s: SpanStore) -> tuple[_Record, dict[tuple[Any, ...], int], list[Any]]:
+    def collect(s: SpanStore) -> tuple[int, dict[tuple[Any, ...], int], list[Any]]:
         index.catch_up(s)
-        asked = index._records.get(trace_id)
-        if asked is None:
+        spans = s._trace_spans(trace_id)
+        if not spans:
             raise TraceNotFoundError(f"no trace {trace_id} in {s!r}")
+        shape = trace_shape(spans)
         found = [
-            (score, structure, other, record, index.shape_of(record), s._trace_spans(other))
-            for score, structure, other, record in index.similar(trace_id, limit)
+            (score, structure, other, s._trace_spans(other))
+            for score, structure, other in index.similar(trace_id, shape, limit)
         ]
-        return asked, index.shape_of(asked), found
+        return _trace_duration(spans), shape, found
 
-    asked, asked_shape, found = store._read(collect)
+    asked_duration, asked_shape, found = store._read(collect)
     result = []
-    for score, structure, other, record, shape, spans in found:
-        missing = tuple((token, n - shape.get(token, 0)) for token, n in asked_shape.items() if n > shape.get(token, 0))
-        extra = tuple(
-            (token, n - asked_shape.get(token, 0)) for token, n in shape.items() if n > asked_shape.get(token, 0)
-        )
-        ratio = record.duration_ns / asked.duration_ns if asked.duration_ns else None
+    for score, structure, other, spans in found:
+        shape = trace_shape(spans)
+        missing = [(token, n - shape.get(token, 0)) for token, n in asked_shape.items() if n > shape.get(token, 0)]
+        extra = [(token, n - asked_shape.get(token, 0)) for token, n in shape.items() if n > asked_shape.get(token, 0)]
         result.append(
             SimilarTrace(
                 trace_id=other,
                 score=score,
                 structure=structure,
-                duration_ratio=ratio,
+                duration_ratio=_trace_duration(spans) / asked_duration if asked_duration else None,
                 summary=_summarize(other, spans),
                 missing=tuple(sorted(missing, key=_token_order)),
                 extra=tuple(sorted(extra, key=_token_order)),
@@ -542,6 +586,9 @@ class OperationStats:
     newest_error_trace_id: str | None
 
 
+_operation_fields = attrgetter("resource", "name", "start_time_unix_nano", "end_time_unix_nano")
+
+
 def _nearest_rank(ordered: Sequence[int], fraction: float) -> int:
     rank = -(-len(ordered) * fraction // 1)  # ceil(n * fraction)
     return ordered[max(1, int(rank)) - 1]
@@ -565,39 +612,40 @@ def operation_stats(store: SpanStore, *, sort: str = "count", **criteria: Any) -
         if name in criteria:
             raise InvalidQueryError(f"operation_stats takes no {name!r}: it summarizes every matching span")
     query = _build_query(None, criteria).replace(order="oldest", limit=None)
-    spans = query_spans(store, query)
-    groups: dict[tuple[int, str], list[Any]] = {}
-    services: dict[int, str] = {}
-    for span in spans:  # oldest first: the last error seen in a group is its newest
-        resource = span.resource
-        key = (id(resource), span.name)
-        group = groups.get(key)
-        if group is None:
-            service = services.get(id(resource))
-            if service is None:
-                service = services[id(resource)] = resource.service_name
-            group = groups[key] = [service, span.name, [], 0, None]
-        group[2].append(span.end_time_unix_nano - span.start_time_unix_nano)
-        if span.status_code == _ERROR:
-            group[3] += 1
-            group[4] = span.trace_id
-    # Resources with one service name but different attributes (two hosts) are one service here.
-    merged: dict[tuple[str, str], list[Any]] = {}
-    for service, name, durations, errors, newest in groups.values():
-        into = merged.get((service, name))
-        if into is None:
-            merged[(service, name)] = [durations, errors, newest, None]
+    errors_too = query.status is None or query.status == _ERROR
+    error_query = query.replace(status=_ERROR)
+    now = now_unix_nano()
+    spans, errors = store._read(  # one snapshot for both
+        lambda s: (list(_run(s, query, now)), list(_run(s, error_query, now)) if errors_too else [])
+    )
+    # One pass over the spans (the cost is touching them: ~0.5 µs a span); errors come from the status index.
+    durations_of: dict[tuple[int, str], list[int]] = {}
+    resources: dict[int, Any] = {}
+    get = durations_of.get
+    for resource, name, start, end in map(_operation_fields, spans):
+        key = (id(resource), name)
+        durations = get(key)
+        if durations is None:
+            durations_of[key] = [end - start]
+            resources[id(resource)] = resource
         else:
-            into[0] = into[0] + durations
-            into[1] += errors
-            into[3] = True  # several resources: the newest error must be found by start time
-    if any(entry[3] for entry in merged.values()):
-        newest: dict[tuple[str, str], str] = {}
-        for span in spans:
-            if span.status_code == _ERROR:
-                newest[(span.service_name, span.name)] = span.trace_id
-        for key, entry in merged.items():
-            entry[2] = newest.get(key)
+            durations.append(end - start)
+    del spans
+    # Resources with one service name but other attributes (two hosts) make one service here.
+    service_of = {rid: resource.service_name for rid, resource in resources.items()}
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for (rid, name), durations in durations_of.items():
+        key = (service_of[rid], name)
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [durations, 0, None, -1]
+        else:
+            entry[0] = entry[0] + durations
+    for span in errors:  # oldest first
+        entry = merged[(service_of[id(span.resource)], span.name)]
+        entry[1] += 1
+        if span.start_time_unix_nano >= entry[3]:  # the newest error by start; among equal starts, the last
+            entry[2], entry[3] = span.trace_id, span.start_time_unix_nano
     rows = []
     for (service, name), (durations, errors, newest_error, _) in merged.items():
         durations.sort()

@@ -634,7 +634,8 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
             plans["walk_best"] = min(best.size * in_window, limit / rest if rest else best.size) + limit
     plan = min(plans, key=plans.__getitem__)
 
-    if plan == "walk_time":
+    if plan == "walk_time" or (best is None and plan == "collect"):
+        # Without a candidate set, collecting the window is walking it: in start order already, nothing to sort.
         accept = query.predicate(now)
         for span in _scan_time(store, since, until, reverse=(order == "newest")):
             if accept(span):
