@@ -357,7 +357,7 @@ def find_similar_traces(store: SpanStore, trace_id: str, limit: int = 10) -> lis
         index.catch_up(s)
         spans = s._trace_spans(trace_id)
         if not spans:
-            raise TraceNotFoundError(f"no trace {trace_id} in {s!r}")
+            raise TraceNotFoundError(f"no trace {trace_id} in the store")
         shape = trace_shape(spans)
         found = [
             (score, structure, other, s._trace_spans(other))

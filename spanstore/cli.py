@@ -39,7 +39,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spanstore.errors import InvalidQueryError, SpanStoreError
+from spanstore.errors import InvalidQueryError, SpanStoreError, TraceNotFoundError
 from spanstore.model import SpanKind, StatusCode
 from spanstore.query import AttributeFilter, SpanQuery
 
@@ -1192,10 +1192,10 @@ def _cmd_similar(args: argparse.Namespace, out: _Output) -> int:
 
     with _reading(args) as reader:
         trace_id = _resolve_trace_id(reader.store, args.trace_id, reader.path)
-        found = find_similar_traces(reader.store, trace_id, limit=args.limit)
         asked = find_traces(reader.store, trace_id=trace_id, limit=1)
-    if not asked:
-        raise CommandError(f"no trace {trace_id} in {reader.path} (`spanstore traces` lists them)")
+        if not asked:
+            raise CommandError(f"no trace {trace_id} in {reader.path} (`spanstore traces` lists them)")
+        found = find_similar_traces(reader.store, trace_id, limit=args.limit)
     if out.json:
         for item in found:
             out.record(_similar_record(item))
@@ -1233,7 +1233,10 @@ def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
     with _reading(args) as reader:
         trace_a = _resolve_trace_id(reader.store, args.trace_a, reader.path)
         trace_b = _resolve_trace_id(reader.store, args.trace_b, reader.path)
-        diff = diff_traces(reader.store, trace_a, trace_b)
+        try:
+            diff = diff_traces(reader.store, trace_a, trace_b)
+        except TraceNotFoundError as error:
+            raise CommandError(f"{error} at {reader.path} (`spanstore traces` lists them)") from None
     if out.json:
         for entry in diff.spans:
             out.record(_diff_record(entry))

@@ -799,19 +799,31 @@ def token_record(token: tuple[Any, ...], count: int) -> dict[str, Any]:
     return record
 
 
-def _token_text(token: tuple[Any, ...], count: int, sign: str, glyphs: _Glyphs) -> str:
-    parent = "root" if token[2] is None else f"under {token[2]}"
-    times = f"{count}x " if count > 1 else ""
-    if len(token) == 4:
-        return f"{sign}{times}error {token[0]} {token[1]} ({token[3] or 'ERROR'})"
-    return f"{sign}{times}{token[0]} {token[1]} {glyphs.dot} {parent}"
+def _differences_text(found: Any, shown: int) -> str:
+    """``"-1 +2 spans, -1 error: -render, +retry, ..."``: counts, then the first few span names that differ."""
+    counts = []
+    for what, is_error in (("span", False), ("error", True)):
+        less = sum(n for token, n in found.missing if (len(token) == 4) == is_error)
+        more = sum(n for token, n in found.extra if (len(token) == 4) == is_error)
+        if less or more:
+            counts.append(" ".join(x for x in (f"-{less}" if less else "", f"+{more}" if more else "") if x))
+            counts[-1] += f" {what}{'s' if max(less, more) > 1 else ''}"
+    if not counts:
+        return "same shape"
+    names = [f"-{token[1]}" for token, _ in found.missing if len(token) == 3]
+    names += [f"+{token[1]}" for token, _ in found.extra if len(token) == 3]
+    text = ", ".join(counts)
+    if names:
+        text += ": " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return text
 
 
-def print_similar(console: Console, asked: Any, results: Sequence[Any], *, shown_differences: int = 3) -> None:
+def print_similar(console: Console, asked: Any, results: Sequence[Any], *, shown_differences: int = 2) -> None:
     """Traces like ``asked`` (a :class:`~spanstore.query.TraceSummary`): score, size, duration, what differs.
 
-    ``results`` are :class:`~spanstore.analysis.SimilarTrace`. Differences: ``-`` an edge (or error) of the given
-    trace this one lacks, ``+`` one it has beyond it; at most ``shown_differences`` a trace (``--json`` lists all).
+    ``results`` are :class:`~spanstore.analysis.SimilarTrace`. Differences: how many spans (edges) and errors the
+    trace lacks (``-``) or has beyond (``+``) the given one, and the first ``shown_differences`` span names
+    (``--json`` lists every edge with its service and parent).
     """
     g = _Glyphs(console)
     head = Text("Traces like ", style="bold")
@@ -828,17 +840,15 @@ def print_similar(console: Console, asked: Any, results: Sequence[Any], *, shown
         "Duration",
         "Differs by",
         "Trace ID",
-        caption="score = shape overlap x (0.9 + 0.1 x duration ratio); - lacks, + has beyond the given trace.",
+        caption="score = shape overlap x (0.9 + 0.1 x duration ratio); -: lacks, +: has beyond the given trace "
+        "(--json lists every differing edge).",
     )
     for index in (0, 1, 2, 3):
         table.columns[index].justify = "right"
     rows = []
     for found in results:
         summary = found.summary
-        parts = [_token_text(token, n, "-", g) for token, n in found.missing]
-        parts += [_token_text(token, n, "+", g) for token, n in found.extra]
-        if len(parts) > shown_differences:
-            parts = [*parts[:shown_differences], f"{len(parts) - shown_differences} more"]
+        differences = _differences_text(found, shown_differences)
         ratio = f" ({found.duration_ratio:.2f}x)" if found.duration_ratio is not None else ""
         errors = Text(str(summary.error_count), style=_ERROR_STYLE if summary.error_count else _DIM)
         rows.append(
@@ -847,7 +857,7 @@ def print_similar(console: Console, asked: Any, results: Sequence[Any], *, shown
                 str(summary.span_count),
                 errors,
                 format_duration(summary.duration_ns, g.micro) + ratio,
-                Text("; ".join(parts) if parts else "same shape", style="" if parts else _DIM),
+                Text(differences, style=_DIM if differences == "same shape" else ""),
                 Text(summary.trace_id, style=_DIM),
             )
         )
