@@ -403,6 +403,16 @@ class SpanDiff:
     ``"same"``. For a matched pair: ``duration_delta_ns`` = B - A, ``duration_relative`` = (B - A) / A (None when A
     took 0 ns), ``status`` = ``((code, message) of A, (code, message) of B)`` when they differ, ``attributes`` =
     ``(key, value in A, value in B)`` for every key whose value differs (None: the attribute is missing).
+
+    >>> from spanstore import AttributeMap, SpanStore, StoredSpan
+    >>> store = SpanStore()
+    >>> for trace, code in ((1, 200), (2, 500)):
+    ...     _ = store.add(StoredSpan(trace_id=f"{trace:032x}", span_id=f"{1:016x}", name="GET /",
+    ...                              start_time_unix_nano=0, end_time_unix_nano=100 * trace,
+    ...                              attributes=AttributeMap.of({"http.response.status_code": code})))
+    >>> span = diff_traces(store, f"{1:032x}", f"{2:032x}").spans[0]
+    >>> span.change, span.path, span.duration_delta_ns, span.duration_relative, span.attributes
+    ('changed', (('unknown_service', 'GET /', 0),), 100, 1.0, (('http.response.status_code', 200, 500),))
     """
 
     path: tuple[tuple[str, str, int], ...]

@@ -404,8 +404,9 @@ class SpanQuery:
     ) -> Callable[[StoredSpan], bool]:
         """A function telling whether a span meets every criterion (``last`` resolved against ``now``).
 
-        ``known``: criteria the caller's candidates already satisfy (field names, or AttributeFilter objects),
-        left unchecked: the planner passes the criteria whose index gave the candidates exactly.
+        ``known``: criteria the caller's candidates already satisfy (field names, ``"window"`` for the start-time
+        window, or AttributeFilter objects), left unchecked: the planner passes the criteria whose index gave the
+        candidates exactly.
         """
         since, until = self.window(now)
         checks: list[Callable[[StoredSpan], bool]] = []
@@ -421,9 +422,9 @@ class SpanQuery:
             checks.append(lambda s, v=self.status: s.status_code == v)
         if self.error_type is not None and "error_type" not in known:
             checks.append(lambda s, v=self.error_type: s.error_type == v)
-        if since is not None:
+        if since is not None and "window" not in known:
             checks.append(lambda s, v=since: s.start_time_unix_nano >= v)
-        if until is not None:
+        if until is not None and "window" not in known:
             checks.append(lambda s, v=until: s.start_time_unix_nano < v)
         if self.min_duration_ns is not None:
             checks.append(lambda s, v=self.min_duration_ns: s.end_time_unix_nano - s.start_time_unix_nano >= v)
@@ -433,7 +434,7 @@ class SpanQuery:
             checks.append(lambda s: s.parent_span_id is None)
         checks.extend(f.matches for f in self.attributes if f not in known)
         if not checks:
-            return lambda span: True
+            return _accept_all
         if len(checks) == 1:
             return checks[0]
         return lambda span: all(check(span) for check in checks)
@@ -451,6 +452,10 @@ class SpanQuery:
         copy = dataclasses.replace(self, **changes, last=None)
         object.__setattr__(copy, "last", self.last)
         return copy
+
+
+def _accept_all(span: StoredSpan) -> bool:
+    return True
 
 
 _QUERY_FIELDS = frozenset(field.name for field in dataclasses.fields(SpanQuery))
@@ -636,10 +641,14 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
 
     if plan == "walk_time" or (best is None and plan == "collect"):
         # Without a candidate set, collecting the window is walking it: in start order already, nothing to sort.
-        accept = query.predicate(now)
-        for span in _scan_time(store, since, until, reverse=(order == "newest")):
-            if accept(span):
-                yield span
+        accept = query.predicate(now, known=frozenset({"window"}))  # the walk stays inside the window
+        walk = _scan_time(store, since, until, reverse=(order == "newest"))
+        if accept is _accept_all:
+            yield from walk
+        else:
+            for span in walk:
+                if accept(span):
+                    yield span
     elif plan == "walk_best":
         assert best is not None
         yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best]), since)

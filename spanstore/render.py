@@ -877,7 +877,13 @@ _DIFF_MARKS = {"only_a": ("-", "red"), "only_b": ("+", "green"), "changed": ("~"
 def _change_text(diff: Any, glyphs: _Glyphs) -> str:
     a = format_duration(diff.a.duration_ns, glyphs.micro) if diff.a is not None else "-"
     b = format_duration(diff.b.duration_ns, glyphs.micro) if diff.b is not None else "-"
-    relative = f"{diff.duration_relative:+.0%}" if diff.duration_relative is not None else ""
+    relative = diff.duration_relative
+    if relative is None:
+        relative = ""
+    elif relative >= 9:  # "+23546%" reads worse than "236x"
+        relative = f"{relative + 1:.0f}x"
+    else:
+        relative = f"{relative:+.0%}"
     return f"{a:>7} {glyphs.arrow} {b:>7} {relative:>6}"
 
 
