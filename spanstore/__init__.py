@@ -3,6 +3,15 @@
 Public names are re-exported here; each lives in the module that owns its concept.
 """
 
+from spanstore.analysis import (
+    OperationStats,
+    SimilarTrace,
+    SpanDiff,
+    TraceDiff,
+    diff_traces,
+    find_similar_traces,
+    operation_stats,
+)
 from spanstore.errors import (
     CorruptLineError,
     InvalidQueryError,
@@ -12,6 +21,7 @@ from spanstore.errors import (
     SpanStoreError,
     StorageError,
     StoreClosedError,
+    TraceNotFoundError,
 )
 from spanstore.model import (
     AttributeMap,
@@ -73,8 +83,11 @@ __all__ = [
     "InvalidSpanError",
     "LockTimeoutError",
     "NotAStoreError",
+    "OperationStats",
     "Resource",
     "Scope",
+    "SimilarTrace",
+    "SpanDiff",
     "SpanEvent",
     "SpanKind",
     "SpanLink",
@@ -88,13 +101,18 @@ __all__ = [
     "StoreClosedError",
     "StoreStats",
     "StoredSpan",
+    "TraceDiff",
+    "TraceNotFoundError",
     "TraceSummary",
+    "diff_traces",
     "filter_by_attribute",
     "filter_by_error_type",
+    "find_similar_traces",
     "find_traces",
     "format_traceql",
     "get_trace",
     "install",
+    "operation_stats",
     "parse_traceql",
     "query_spans",
     "recent_failures",

@@ -4,7 +4,8 @@
 command takes ``--path`` (the store directory; default ``$SPANSTORE_PATH``, else ``.spanstore``) and ``--json``
 (JSON Lines on stdout: one span, trace summary or report object per line, for scripts).
 
-Commands that read (``stats``, ``traces``, ``trace``, ``spans``, ``failures``, ``errors``, ``tail``, ``export``)
+Commands that read (``stats``, ``traces``, ``trace``, ``spans``, ``failures``, ``errors``, ``tail``, ``export``,
+``similar``, ``diff``, ``ops``)
 never create or change a store: they open the log directory read-only, load its newest spans into an in-memory
 :class:`~spanstore.SpanStore` (at most ``SPANSTORE_MAX_SPANS``, default 500,000) and query that. ``demo`` and
 ``import`` write.
@@ -38,7 +39,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spanstore.errors import InvalidQueryError, SpanStoreError
+from spanstore.errors import InvalidQueryError, SpanStoreError, TraceNotFoundError
 from spanstore.model import SpanKind, StatusCode
 from spanstore.query import AttributeFilter, SpanQuery
 
@@ -461,6 +462,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout); replaced if it exists")
     _add_query_options(p, spans=True)
     p.add_argument("--limit", type=_argument_type(_limit), default=None, help="at most this many spans (newest)")
+
+    p = command(
+        "similar",
+        _cmd_similar,
+        "traces shaped like a given one, with scores and what differs",
+        "The traces most like TRACE_ID: same (service, span, parent span) edges and errors first, durations\n"
+        "second. score = shape overlap x (0.9 + 0.1 x duration ratio), in [0, 1]; each trace lists the edges\n"
+        "it lacks (-) or has beyond (+) the given one.",
+        _examples("spanstore similar 4bf92f3577b34da6a3ce929d0e0e4736", "spanstore similar 4bf92f35 --limit 3 --json"),
+    )
+    p.add_argument("trace_id", type=_argument_type(_trace_id), metavar="TRACE_ID", help="32 hex chars, or a prefix")
+    p.add_argument("--limit", type=_argument_type(_count), default=10, help="traces to show (default 10)")
+
+    p = command(
+        "diff",
+        _cmd_diff,
+        "compare two traces: spans only in one, duration, status and attribute changes",
+        "Align two traces by (service, span name, position among same-named siblings), as Jaeger's trace\n"
+        "comparison does: - only in A, + only in B, ~ status or attributes changed; durations A -> B.",
+        _examples("spanstore diff 4bf92f35 5d2c1e07", "spanstore diff 4bf92f35 5d2c1e07 --json | jq .change"),
+    )
+    p.add_argument("trace_a", type=_argument_type(_trace_id), metavar="A", help="trace id (or prefix) of trace A")
+    p.add_argument("trace_b", type=_argument_type(_trace_id), metavar="B", help="trace id (or prefix) of trace B")
+
+    p = command(
+        "ops",
+        _cmd_ops,
+        "per operation: span count, error rate, p50/p95/p99 duration",
+        "Per (service, span name): spans, errors and error rate, p50/p95/p99 duration (nearest rank) and\n"
+        "the newest trace with an error, like Jaeger's service performance monitor.",
+        _examples("spanstore ops", "spanstore ops --service cart --last 1h --sort p95", "spanstore ops --sort errors"),
+    )
+    p.add_argument("--service", metavar="NAME", help="only this service")
+    p.add_argument("--last", type=_argument_type(parse_duration_ns), metavar="D", help="started within the last D")
+    p.add_argument(
+        "--sort", choices=("count", "errors", "p95"), default="count", help="most spans (default), error rate, p95"
+    )
+    p.add_argument("--limit", type=_argument_type(_limit), default=20, help="rows to show (default 20; 0: all)")
     return parser
 
 
@@ -1129,6 +1168,113 @@ def _cmd_export(args: argparse.Namespace, out: _Output) -> int:
         print(f"Exported {what} to stdout as OTLP JSON Lines.", file=sys.stderr)
     else:
         out.say(f"Exported {what} to {args.out} as OTLP JSON Lines.")
+    return 0
+
+
+def _similar_record(found: Any) -> dict[str, Any]:
+    from spanstore.render import token_record
+
+    summary = found.summary
+    return {
+        "trace_id": found.trace_id,
+        "score": found.score,
+        "structure": found.structure,
+        "duration_ratio": found.duration_ratio,
+        "duration_ns": summary.duration_ns,
+        "span_count": summary.span_count,
+        "error_count": summary.error_count,
+        "root_service": summary.root_service,
+        "root_name": summary.root_name,
+        "start_time_unix_nano": summary.start_time_unix_nano,
+        "missing": [token_record(token, count) for token, count in found.missing],
+        "extra": [token_record(token, count) for token, count in found.extra],
+    }
+
+
+def _cmd_similar(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.analysis import find_similar_traces
+    from spanstore.query import find_traces
+
+    with _reading(args) as reader:
+        trace_id = _resolve_trace_id(reader.store, args.trace_id, reader.path)
+        asked = find_traces(reader.store, trace_id=trace_id, limit=1)
+        if not asked:
+            raise CommandError(f"no trace {trace_id} in {reader.path} (`spanstore traces` lists them)")
+        found = find_similar_traces(reader.store, trace_id, limit=args.limit)
+    if out.json:
+        for item in found:
+            out.record(_similar_record(item))
+        return 0
+    from spanstore.render import print_similar
+
+    print_similar(out.console, asked[0], found)
+    if not found:
+        out.say("No other trace shares an edge (service, span, parent span) with this one.")
+    return 0
+
+
+def _diff_record(entry: Any) -> dict[str, Any]:
+    from spanstore.render import _builtin
+
+    return {
+        "change": entry.change,
+        "path": [list(step) for step in entry.path],
+        "service": (entry.a or entry.b).service_name,
+        "name": (entry.a or entry.b).name,
+        "span_id_a": entry.a.span_id if entry.a is not None else None,
+        "span_id_b": entry.b.span_id if entry.b is not None else None,
+        "duration_a_ns": entry.a.duration_ns if entry.a is not None else None,
+        "duration_b_ns": entry.b.duration_ns if entry.b is not None else None,
+        "duration_delta_ns": entry.duration_delta_ns,
+        "duration_relative": entry.duration_relative,
+        "status": None if entry.status is None else {"a": list(entry.status[0]), "b": list(entry.status[1])},
+        "attributes": [{"key": k, "a": _builtin(a), "b": _builtin(b)} for k, a, b in entry.attributes],
+    }
+
+
+def _cmd_diff(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.analysis import diff_traces
+
+    with _reading(args) as reader:
+        trace_a = _resolve_trace_id(reader.store, args.trace_a, reader.path)
+        trace_b = _resolve_trace_id(reader.store, args.trace_b, reader.path)
+        try:
+            diff = diff_traces(reader.store, trace_a, trace_b)
+        except TraceNotFoundError as error:
+            raise CommandError(f"{error} at {reader.path} (`spanstore traces` lists them)") from None
+    if out.json:
+        for entry in diff.spans:
+            out.record(_diff_record(entry))
+        return 0
+    from spanstore.render import print_diff
+
+    print_diff(out.console, diff)
+    return 0
+
+
+def _cmd_ops(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.analysis import operation_stats
+
+    criteria: dict[str, Any] = {}
+    if args.service is not None:
+        criteria["service"] = args.service
+    if args.last is not None:
+        criteria["last"] = timedelta(microseconds=args.last / 1000)
+    with _reading(args) as reader:
+        rows = operation_stats(reader.store, sort=args.sort, **criteria)
+        held = reader.store.stats().span_count
+    shown = rows if args.limit is None else rows[: args.limit]
+    if out.json:
+        for row in shown:
+            out.record(row)
+        return 0
+    if not rows:
+        out.say(f"No spans match (the store holds {held:,} spans).")
+        return 0
+    from spanstore.render import print_operation_stats
+
+    print_operation_stats(out.console, shown)
+    _more_hint(out, len(shown), args.limit if len(rows) > len(shown) else None, "operations")
     return 0
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "SpanStoreError",
     "StoreClosedError",
     "StorageError",
+    "TraceNotFoundError",
 ]
 
 
@@ -77,3 +78,7 @@ class LockTimeoutError(StorageError, TimeoutError):
 
 class StoreClosedError(SpanStoreError, RuntimeError):
     """The store (or log) was used after :meth:`~spanstore.SpanStore.close`."""
+
+
+class TraceNotFoundError(SpanStoreError, LookupError):
+    """A trace id the store does not hold was asked for (by :func:`~spanstore.find_similar_traces`, ...)."""

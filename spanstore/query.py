@@ -413,8 +413,9 @@ class SpanQuery:
     ) -> Callable[[StoredSpan], bool]:
         """A function telling whether a span meets every criterion (``last`` resolved against ``now``).
 
-        ``known``: criteria the caller's candidates already satisfy (field names, or AttributeFilter objects),
-        left unchecked: the planner passes the criteria whose index gave the candidates exactly.
+        ``known``: criteria the caller's candidates already satisfy (field names, ``"window"`` for the start-time
+        window, or AttributeFilter objects), left unchecked: the planner passes the criteria whose index gave the
+        candidates exactly.
         """
         since, until = self.window(now)
         checks: list[Callable[[StoredSpan], bool]] = []
@@ -430,9 +431,9 @@ class SpanQuery:
             checks.append(lambda s, v=self.status: s.status_code == v)
         if self.error_type is not None and "error_type" not in known:
             checks.append(lambda s, v=self.error_type: v in s.error_types)
-        if since is not None:
+        if since is not None and "window" not in known:
             checks.append(lambda s, v=since: s.start_time_unix_nano >= v)
-        if until is not None:
+        if until is not None and "window" not in known:
             checks.append(lambda s, v=until: s.start_time_unix_nano < v)
         if self.min_duration_ns is not None:
             checks.append(lambda s, v=self.min_duration_ns: s.end_time_unix_nano - s.start_time_unix_nano >= v)
@@ -442,14 +443,24 @@ class SpanQuery:
             checks.append(lambda s: s.parent_span_id is None)
         checks.extend(f.matches for f in self.attributes if f not in known)
         if not checks:
-            return lambda span: True
+            return _accept_all
         if len(checks) == 1:
             return checks[0]
         return lambda span: all(check(span) for check in checks)
 
     def replace(self, **changes: Any) -> SpanQuery:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        ``last`` stays the window it was (its nanoseconds are not read as seconds again).
+
+        >>> SpanQuery(last=600).replace(limit=5).last
+        600000000000
+        """
         return dataclasses.replace(self, **changes)
+
+
+def _accept_all(span: StoredSpan) -> bool:
+    return True
 
 
 _QUERY_FIELDS = frozenset(field.name for field in dataclasses.fields(SpanQuery))
@@ -466,7 +477,7 @@ def _build_query(query: SpanQuery | None, criteria: dict[str, Any]) -> SpanQuery
             f"unknown query criteria {', '.join(unknown)}; expected some of {', '.join(sorted(_QUERY_FIELDS))}"
         )
     try:
-        return dataclasses.replace(query, **criteria) if query is not None else SpanQuery(**criteria)
+        return query.replace(**criteria) if query is not None else SpanQuery(**criteria)
     except TypeError as error:  # e.g. a positional/keyword mix-up
         raise InvalidQueryError(str(error)) from None
 
@@ -633,11 +644,16 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
             plans["walk_best"] = min(best.size * in_window, limit / rest if rest else best.size) + limit
     plan = min(plans, key=plans.__getitem__)
 
-    if plan == "walk_time":
-        accept = query.predicate(now)
-        for span in _scan_time(store, since, until, reverse=(order == "newest")):
-            if accept(span):
-                yield span
+    if plan == "walk_time" or (best is None and plan == "collect"):
+        # Without a candidate set, collecting the window is walking it: in start order already, nothing to sort.
+        accept = query.predicate(now, known=frozenset({"window"}))  # the walk stays inside the window
+        walk = _scan_time(store, since, until, reverse=(order == "newest"))
+        if accept is _accept_all:
+            yield from walk
+        else:
+            for span in walk:
+                if accept(span):
+                    yield span
     elif plan == "walk_best":
         assert best is not None
         yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best]), since)

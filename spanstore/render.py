@@ -33,13 +33,17 @@ __all__ = [
     "format_time",
     "key_attributes",
     "make_console",
+    "print_diff",
     "print_error_types",
+    "print_operation_stats",
+    "print_similar",
     "print_spans",
     "print_stats",
     "print_trace",
     "print_traces",
     "span_line",
     "span_record",
+    "token_record",
     "trace_rows",
 ]
 
@@ -794,3 +798,201 @@ def span_line(span: StoredSpan, console: Console | None = None) -> Text:
         line.append(f"  {glyphs.cross} {_clip(error_summary(span), 80, glyphs.ellipsis)}", style=_ERROR_STYLE)
     line.append(f"  {span.trace_id}", style=_DIM)
     return line
+
+
+# --- analysis: similar traces, trace diff, per-operation statistics ---------------------------------------------------
+def token_record(token: tuple[Any, ...], count: int) -> dict[str, Any]:
+    """A shape token of :mod:`spanstore.analysis` as a JSON-ready dict (``error_type`` only for an error token).
+
+    >>> token_record(("cart", "GET /cart", None), 2)
+    {'service': 'cart', 'name': 'GET /cart', 'parent': None, 'error': False, 'count': 2}
+    """
+    record: dict[str, Any] = {"service": token[0], "name": token[1], "parent": token[2], "error": len(token) == 4}
+    if len(token) == 4:
+        record["error_type"] = token[3]
+    record["count"] = count
+    return record
+
+
+def _differences_text(found: Any, shown: int) -> str:
+    """``"-1 +2 spans, -1 error: -render, +retry, ..."``: counts, then the first few span names that differ."""
+    counts = []
+    for what, is_error in (("span", False), ("error", True)):
+        less = sum(n for token, n in found.missing if (len(token) == 4) == is_error)
+        more = sum(n for token, n in found.extra if (len(token) == 4) == is_error)
+        if less or more:
+            counts.append(" ".join(x for x in (f"-{less}" if less else "", f"+{more}" if more else "") if x))
+            counts[-1] += f" {what}{'s' if max(less, more) > 1 else ''}"
+    if not counts:
+        return "same shape"
+    names = [f"-{token[1]}" for token, _ in found.missing if len(token) == 3]
+    names += [f"+{token[1]}" for token, _ in found.extra if len(token) == 3]
+    text = ", ".join(counts)
+    if names:
+        text += ": " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return text
+
+
+def print_similar(console: Console, asked: Any, results: Sequence[Any], *, shown_differences: int = 2) -> None:
+    """Traces like ``asked`` (a :class:`~spanstore.query.TraceSummary`): score, size, duration, what differs.
+
+    ``results`` are :class:`~spanstore.analysis.SimilarTrace`. Differences: how many spans (edges) and errors the
+    trace lacks (``-``) or has beyond (``+``) the given one, and the first ``shown_differences`` span names
+    (``--json`` lists every edge with its service and parent).
+    """
+    g = _Glyphs(console)
+    head = Text("Traces like ", style="bold")
+    head.append(asked.trace_id, style=_DIM)
+    console.print(head, soft_wrap=True)
+    facts = Text(f"{asked.root_service} {asked.root_name} {g.dot} {_plural_text(asked.span_count, 'span')} {g.dot} ")
+    facts.append(_plural_text(asked.error_count, "error"), style=_ERROR_STYLE if asked.error_count else "")
+    facts.append(f" {g.dot} {format_duration(asked.duration_ns, g.micro)}")
+    console.print(facts, soft_wrap=True)
+    table = _table(
+        "Score",
+        "Spans",
+        "Errors",
+        "Duration",
+        "Differs by",
+        "Trace ID",
+        caption="score = shape overlap x (0.9 + 0.1 x duration ratio); -: lacks, +: has beyond the given trace "
+        "(--json lists every differing edge).",
+    )
+    for index in (0, 1, 2, 3):
+        table.columns[index].justify = "right"
+    rows = []
+    for found in results:
+        summary = found.summary
+        differences = _differences_text(found, shown_differences)
+        ratio = f" ({found.duration_ratio:.2f}x)" if found.duration_ratio is not None else ""
+        errors = Text(str(summary.error_count), style=_ERROR_STYLE if summary.error_count else _DIM)
+        rows.append(
+            (
+                f"{found.score:.3f}",
+                str(summary.span_count),
+                errors,
+                format_duration(summary.duration_ns, g.micro) + ratio,
+                Text(differences, style=_DIM if differences == "same shape" else ""),
+                Text(summary.trace_id, style=_DIM),
+            )
+        )
+    _fit(table, console, [[str(cell) for cell in row] for row in rows], flexible=(4,), wrap=(4,), trace_id=5)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _plural_text(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+_DIFF_MARKS = {"only_a": ("-", "red"), "only_b": ("+", "green"), "changed": ("~", "yellow"), "same": (" ", "")}
+
+
+def _change_text(diff: Any, glyphs: _Glyphs) -> str:
+    a = format_duration(diff.a.duration_ns, glyphs.micro) if diff.a is not None else "-"
+    b = format_duration(diff.b.duration_ns, glyphs.micro) if diff.b is not None else "-"
+    relative = diff.duration_relative
+    if relative is None:
+        relative = ""
+    elif relative >= 9:  # "+23546%" reads worse than "236x"
+        relative = f"{relative + 1:.0f}x"
+    else:
+        relative = f"{relative:+.0%}"
+    return f"{a:>7} {glyphs.arrow} {b:>7} {relative:>6}"
+
+
+def print_diff(console: Console, diff: Any, *, shown_attributes: int = 3) -> None:
+    """Two traces aligned (a :class:`~spanstore.analysis.TraceDiff`), one line per position, as a merged tree.
+
+    ``-`` only in A, ``+`` only in B, ``~`` status or attributes differ (listed below the line, at most
+    ``shown_attributes`` attributes; ``--json`` lists all). Right: duration in A, in B, relative change.
+    """
+    g = _Glyphs(console)
+    width = console.width if console.is_terminal else min(console.width, PIPE_TRACE_WIDTH)
+    width = max(60, width)
+    counts = {kind: sum(d.change == kind for d in diff.spans) for kind in _DIFF_MARKS}
+    for label, trace_id, spans, duration in (
+        ("A", diff.trace_id_a, sum(d.a is not None for d in diff.spans), diff.duration_a_ns),
+        ("B", diff.trace_id_b, sum(d.b is not None for d in diff.spans), diff.duration_b_ns),
+    ):
+        line = Text(f"{label} ", style="bold")
+        line.append(trace_id, style=_DIM)
+        line.append(f"  {_plural_text(spans, 'span')}, {format_duration(duration, g.micro)}")
+        console.print(line, soft_wrap=True)
+    summary = Text()
+    for kind, what in (("only_a", "only in A"), ("only_b", "only in B"), ("changed", "changed")):
+        mark, style = _DIFF_MARKS[kind]
+        summary.append(f"{mark} {counts[kind]} {what}", style=style)
+        summary.append("   ")
+    summary.append(f"{counts['same']} alike", style=_DIM)
+    console.print(summary)
+    console.print()
+    right = 24
+    label_width = max(20, width - right - 3)
+    for entry in diff.spans:
+        mark, style = _DIFF_MARKS[entry.change]
+        span = entry.a if entry.a is not None else entry.b
+        indent = "  " * entry.depth
+        label = Text(f"{mark} {indent}", style=style)
+        label.append(span.service_name, style=style or _service_style(span.service_name))
+        label.append(" ")
+        label.append(span.name, style=style)
+        label.truncate(label_width, overflow="ellipsis", pad=True)
+        line = Text()
+        line.append_text(label)
+        line.append(" " + _change_text(entry, g), style=style or "")
+        console.print(line, no_wrap=True, crop=True)
+        details = []
+        if entry.status is not None:
+            (code_a, message_a), (code_b, message_b) = entry.status
+            details.append(f"status {code_a} {g.arrow} {code_b}" + (f": {message_b}" if message_b else ""))
+        for key, value_a, value_b in entry.attributes[:shown_attributes]:
+            a = "(none)" if value_a is None else _value_text(value_a)
+            b = "(none)" if value_b is None else _value_text(value_b)
+            details.append(f"{key} {a} {g.arrow} {b}")
+        if len(entry.attributes) > shown_attributes:
+            details.append(f"{len(entry.attributes) - shown_attributes} more attribute changes (--json lists all)")
+        for detail in details:
+            text = Text(f"  {indent}   {' '.join(detail.split())}", style=_DIM)
+            text.truncate(width, overflow="ellipsis")
+            console.print(text, no_wrap=True, crop=True)
+
+
+def print_operation_stats(console: Console, rows: Sequence[Any]) -> None:
+    """A table of :class:`~spanstore.analysis.OperationStats`: operation, spans, errors and rate, p50/p95/p99, the
+    newest trace with an error. On a narrow console operations wrap and trace ids are cut (a prefix
+    ``spanstore trace`` accepts)."""
+    g = _Glyphs(console)
+    table = _table("Operation", "Spans", "Errors", "p50", "p95", "p99", "Last error")
+    for index in range(1, 6):
+        table.columns[index].justify = "right"
+    cells = []
+    for row in rows:
+        operation = Text(row.service, style=_service_style(row.service))
+        operation.append(" ")
+        operation.append(row.operation)
+        errors = Text(f"{row.error_count:,} ({row.error_rate:.1%})" if row.error_count else "0", style=_DIM)
+        if row.error_count:
+            errors.stylize(_ERROR_STYLE)
+        cells.append(
+            (
+                operation,
+                f"{row.span_count:,}",
+                errors,
+                format_duration(row.p50_ns, g.micro),
+                format_duration(row.p95_ns, g.micro),
+                format_duration(row.p99_ns, g.micro),
+                Text(row.newest_error_trace_id or "-", style=_DIM),
+            )
+        )
+    plain = [[str(cell) for cell in row] for row in cells]
+    if console.width < 120 and cells:
+        table.columns[6].max_width = 10  # a prefix `spanstore trace` accepts
+        table.columns[6].overflow = "crop"
+        table.caption = "Trace ids are cut to fit: `spanstore trace` takes a prefix."
+        plain = [[*row[:6], row[6][:10]] for row in plain]
+    _fit(table, console, plain, flexible=(0,), wrap=(0,))
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)

@@ -314,6 +314,7 @@ class SpanStore:
         self._writer: Any = None
         self._log_position: Any = None
         self._drainer = _InboxDrainer(self)
+        self._observers: list[Callable[[str, bool], None]] = []
         self.path = None
         if path is not None:
             self._open_log(path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue)
@@ -590,6 +591,8 @@ class SpanStore:
         self._bytes += size
         self._service_counts[service] += 1
         self._added += 1
+        if self._observers:
+            self._notify_locked(trace_id, False)
         if self._span_count > self.max_spans or self._bytes > self.max_bytes:
             self._evict_locked()
         return True
@@ -639,6 +642,8 @@ class SpanStore:
             self._evicted_traces += 1
             self._evicted_spans += len(seqs)
             self._dead_since_compaction += len(seqs)
+            if self._observers:
+                self._notify_locked(trace_id, True)
         # Drop the evicted rows at the front; a hole further in waits until the front reaches it.
         rows = self._rows
         front = 0
@@ -680,6 +685,41 @@ class SpanStore:
         yield self._by_error_type
         yield self._by_duration
         yield from self._by_attribute.values()
+
+    # --- observers: the one hook for indices derived from whole traces (spanstore.analysis) -------------------------
+    def observe_traces(self, observer: Callable[[str, bool], None]) -> None:
+        """Call ``observer(trace_id, evicted)`` for every trace change, under the store's lock.
+
+        ``evicted=False``: a span of the trace was added (first, once for every trace already held, at
+        registration); ``evicted=True``: the trace left (evicted whole, or :meth:`clear`). The observer runs on
+        whichever thread changes the store (never the application's ``on_end``), must be quick, must not call the
+        store, and should only note the change; an exception it raises is logged and swallowed. There is no way to
+        unregister: an observer lives as long as the store. Thread-safe.
+
+        >>> from spanstore.model import StoredSpan
+        >>> store, seen = SpanStore(max_spans=1), []
+        >>> store.observe_traces(lambda trace_id, evicted: seen.append((trace_id[-1], evicted)))
+        >>> for i in (1, 2):
+        ...     _ = store.add(StoredSpan(trace_id=f"{i:032x}", span_id=f"{i:016x}", name="op",
+        ...                              start_time_unix_nano=i, end_time_unix_nano=i + 1))
+        >>> seen
+        [('1', False), ('2', False), ('1', True)]
+        """
+        with self._lock:
+            if self._inbox:
+                self._drain_locked()
+            self._observers.append(observer)
+            for trace_id in self._trace_order:
+                self._notify_locked(trace_id, False, (observer,))
+
+    def _notify_locked(
+        self, trace_id: str, evicted: bool, observers: Iterable[Callable[[str, bool], None]] = ()
+    ) -> None:
+        for observer in observers or self._observers:
+            try:
+                observer(trace_id, evicted)
+            except Exception:  # a derived index must never break ingest or eviction
+                logger.exception("spanstore: trace observer %r failed", observer)
 
     # --- reading (used by spanstore.query; callers hold no lock) --------------------------------------------------
     def _read(self, function: Callable[[SpanStore], Any]) -> Any:
@@ -759,6 +799,8 @@ class SpanStore:
         """Forget every span held in memory (the log on disk is kept). Thread-safe."""
         with self._lock:
             self._inbox.clear()
+            for trace_id in self._trace_order if self._observers else ():
+                self._notify_locked(trace_id, True)
             self._reset_indices()
 
     def close(self) -> None:

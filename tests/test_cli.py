@@ -26,7 +26,21 @@ ROOT = Path(__file__).parents[1]
 SAMPLES = ROOT.parent / "shared" / "otlp-samples"
 OTEL_DEMO = "otel-tui__test_data.json"
 SELF_PARENT = "ottl-playground__testdata_traces.json"
-COMMANDS = ["demo", "stats", "traces", "trace", "spans", "failures", "errors", "tail", "import", "export"]
+COMMANDS = [
+    "demo",
+    "stats",
+    "traces",
+    "trace",
+    "spans",
+    "failures",
+    "errors",
+    "tail",
+    "import",
+    "export",
+    "similar",
+    "diff",
+    "ops",
+]
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample folder {SAMPLES} is absent")
 
 

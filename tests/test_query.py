@@ -275,3 +275,23 @@ def test_planner_uses_an_index_instead_of_scanning(monkeypatch: pytest.MonkeyPat
     checked.clear()
     assert len(find_traces(store, name="common", limit=3)) == 3
     assert len(checked) < 1_000
+
+
+def test_replace_keeps_last_in_nanoseconds() -> None:
+    """SpanQuery.replace (and find_traces, which calls it) keeps ``last`` as given, not re-read as seconds."""
+    query = SpanQuery(last=600)
+    assert query.replace(limit=3).last == query.last == 600 * 10**9
+    assert query.replace(last=60).last == 60 * 10**9
+    store = SpanStore()
+    now = now_unix_nano()
+    for i, age_s in enumerate((7200, 10)):
+        store.add(
+            StoredSpan(
+                trace_id=f"{i + 1:032x}",
+                span_id=f"{i + 1:016x}",
+                name="op",
+                start_time_unix_nano=now - age_s * 10**9,
+                end_time_unix_nano=now - age_s * 10**9 + 5,
+            )
+        )
+    assert [t.trace_id for t in find_traces(store, last=3600)] == [f"{2:032x}"]
