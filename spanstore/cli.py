@@ -69,7 +69,9 @@ class UsageError(SpanStoreError, ValueError):
 
 
 # --- values ----------------------------------------------------------------------------------------------------------
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|sec|m|min|h|d)\s*\Z")
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|sec|s|min|m|h|d)"
+_DURATION_RE = re.compile(rf"\s*(?:{_DURATION_PART}\s*)+\Z")  # one or more parts: 1h30m, 1m30s, 250ms
+_DURATION_PART_RE = re.compile(_DURATION_PART)
 _DURATION_UNITS_NS = {
     "ns": 1,
     "us": 1_000,
@@ -82,7 +84,7 @@ _DURATION_UNITS_NS = {
     "h": 3_600_000_000_000,
     "d": 86_400_000_000_000,
 }
-_DURATION_FORM = "a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s or 1h"
+_DURATION_FORM = "a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s, 1h or 1h30m"
 
 
 def parse_duration_ns(text: str) -> int:
@@ -92,19 +94,22 @@ def parse_duration_ns(text: str) -> int:
 
     >>> parse_duration_ns("250ms"), parse_duration_ns("1.5s"), parse_duration_ns("500us"), parse_duration_ns("1h")
     (250000000, 1500000000, 500000, 3600000000000)
-    >>> parse_duration_ns("5")
+    >>> parse_duration_ns("1h30m") == parse_duration_ns("90m"), parse_duration_ns("1m30s")
+    (True, 90000000000)
+    >>> parse_duration_ns("5")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: expected a duration: a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s or 1h; got '5'
+    ValueError: expected a duration: a number and a unit (ns, us, ms, s, m, h, d) such as 250ms, 1.5s, 1h or ...
     """
-    match = _DURATION_RE.match(text)
-    if match is None:
+    if _DURATION_RE.match(text) is None:
         raise ValueError(f"expected a duration: {_DURATION_FORM}; got {text!r}")
-    try:
-        value = Decimal(match.group(1))
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-        raise ValueError(f"expected a duration: {_DURATION_FORM}; got {text!r}") from None
-    return int(value * _DURATION_UNITS_NS[match.group(2)])
+    total = Decimal(0)
+    for number, unit in _DURATION_PART_RE.findall(text):
+        try:
+            total += Decimal(number) * _DURATION_UNITS_NS[unit]
+        except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+            raise ValueError(f"expected a duration: {_DURATION_FORM}; got {text!r}") from None
+    return int(total)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -159,11 +164,17 @@ def _typed_value(raw: str) -> Any:
     return raw
 
 
+_WORD_OPERATOR_RE = re.compile(r"\s*(?P<key>\S+)\s+(?P<op>contains|exists|matches)(?:\s+(?P<value>.*?))?\s*\Z", re.S)
+_ATTRIBUTE_FORMS = "KEY, KEY=VALUE, KEY OP VALUE (OP: = != < <= > >= ~), KEY contains VALUE or KEY exists"
+
+
 def parse_attribute_filter(text: str, scope: str = "span") -> AttributeFilter:
-    """Parse ``KEY OP VALUE`` (or a bare ``KEY``: the attribute exists) into an :class:`AttributeFilter`.
+    """Parse ``KEY OP VALUE``, ``KEY contains VALUE``, ``KEY exists`` or a bare ``KEY`` into an AttributeFilter.
 
     OP is one of ``= == != < <= > >= ~`` (``~``: regular expression matching the whole value). Values are typed:
-    ``500`` is an int, ``true`` a bool, ``"500"`` (quoted) a string. Raises ValueError saying what was expected.
+    ``500`` is an int, ``true`` a bool, ``"500"`` (quoted) a string; ``<``, ``>``, ``<=`` and ``>=`` take a number
+    or a quoted string; ``contains`` takes text (a substring, or an element of a string array). Raises ValueError
+    naming the accepted forms for anything else.
 
     >>> parse_attribute_filter("http.response.status_code>=500")
     AttributeFilter(key='http.response.status_code', value=500, op='>=', scope='span')
@@ -171,20 +182,54 @@ def parse_attribute_filter(text: str, scope: str = "span") -> AttributeFilter:
     ('/cart', True)
     >>> parse_attribute_filter("url.path ~ /api/.*").op, parse_attribute_filter("user.id").op
     ('matches', 'exists')
+    >>> parse_attribute_filter("user.id contains 0017").value, parse_attribute_filter("user.id exists").op
+    ('0017', 'exists')
+    >>> parse_attribute_filter("code >= 500x")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a number or a quoted string after '>=' (e.g. code >= 500 or name >= "m"); got 'code >= 500x'
     """
+    words = _WORD_OPERATOR_RE.match(text)
+    if words is not None and not any(c in words.group("key") for c in "=!<>~"):
+        key, op, raw = words.group("key"), words.group("op"), words.group("value")
+        if op == "exists":
+            if raw:
+                raise ValueError(f"expected nothing after 'exists'; got {text!r}")
+            value = None
+        elif not raw:
+            raise ValueError(f"expected a value after {op!r}; got {text!r}")
+        else:
+            # contains takes text: "0017" is a substring of a user id, not the int 17.
+            value = _unquote(raw)
+        return _attribute_filter(key, value, op, scope, text)
     match = _ATTRIBUTE_RE.match(text)
     if match is None:
         key = text.strip()
-        if not key or any(c in key for c in "=!<>~"):
-            raise ValueError(f"expected KEY, KEY=VALUE or KEY OP VALUE (OP: = != < <= > >= ~); got {text!r}")
-        op, value = "exists", None
+        if not key or any(c in key for c in "=!<>~") or any(c.isspace() for c in key):
+            raise ValueError(f"expected {_ATTRIBUTE_FORMS}; got {text!r}")
+        return _attribute_filter(key, None, "exists", scope, text)
+    key, op = match.group("key"), _OPERATORS[match.group("op")]
+    if any(c.isspace() for c in key):
+        raise ValueError(f"expected {_ATTRIBUTE_FORMS} (a key has no spaces); got {text!r}")
+    raw = match.group("value").strip()
+    if op == "matches":
+        value = _unquote(raw)
     else:
-        key, op = match.group("key"), _OPERATORS[match.group("op")]
-        raw = match.group("value").strip()
-        if op == "matches":
-            value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
-        else:
-            value = _typed_value(raw)
+        value = _typed_value(raw)
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
+        if op in ("<", "<=", ">", ">=") and isinstance(value, str) and not quoted:
+            raise ValueError(
+                f"expected a number or a quoted string after {match.group('op')!r} "
+                f'(e.g. code >= 500 or name >= "m"); got {text!r}'
+            )
+    return _attribute_filter(key, value, op, scope, text)
+
+
+def _unquote(raw: str) -> str:
+    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+
+
+def _attribute_filter(key: str, value: Any, op: str, scope: str, text: str) -> AttributeFilter:
     try:
         return AttributeFilter(key, value, op, scope)
     except InvalidQueryError as error:
@@ -660,6 +705,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     path = _store_path(args)
     store = SpanStore(path)
     try:
+        held_before = len(store)
         result = run_demo(path, seed=args.seed, requests=args.requests, store=store)
         ours = set(result.trace_ids)
         failures = [s for s in query_spans(store, status=StatusCode.ERROR) if s.trace_id in ours]
@@ -690,13 +736,24 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     console = out.console
     intro = Text("spanstore demo: ", style="bold")
     intro.append(f"{result.requests} requests to a shop of {len(SERVICES)} services ({', '.join(SERVICES)}).\n")
-    intro.append(f"{result.span_count} spans in {len(result.trace_ids)} traces, ")
+    intro.append(f"{_plural(result.span_count, 'span')} in {_plural(len(result.trace_ids), 'trace')}, ")
     intro.append(f"{len(result.error_trace_ids)} with errors", style="bold red" if result.error_trace_ids else "")
     intro.append(f", stored in {path} (OTLP JSON Lines) in {result.elapsed_seconds:.2f} s.")
+    if held_before:
+        intro.append(
+            f"\nAdded to the {_plural(held_before, 'span')} the store already held; the tables below show only "
+            f"this run's (--path DIR keeps a demo apart).",
+            style="yellow",
+        )
     console.print(intro, soft_wrap=True)
     console.print()
     if failures:
-        print_spans(console, failures[:8], title=f"Recent failures ({len(failures)} error spans)", errors=True)
+        shown = failures[:8]
+        count = f"{len(shown)} of {len(failures)}" if len(shown) < len(failures) else f"{len(failures)}"
+        title = f"Recent failures ({count} error spans; spanstore failures --limit all lists every one)"
+        print_spans(
+            console, shown, title=title if len(shown) < len(failures) else f"Recent failures ({count})", errors=True
+        )
         console.print()
     if trace:
         console.print(Text("The failing trace with the most errors", style="bold"))
@@ -749,7 +806,10 @@ def _cmd_traces(args: argparse.Namespace, out: _Output) -> int:
             out.record(summary)
         return 0
     if not summaries:
-        out.say(f"No traces match (the store holds {held.trace_count:,} traces, {held.span_count:,} spans).")
+        out.say(
+            f"No traces match (the store holds {_plural(held.trace_count, 'trace')}, "
+            f"{_plural(held.span_count, 'span')})."
+        )
         return 0
     from spanstore.render import print_traces
 
@@ -800,7 +860,7 @@ def _cmd_spans(args: argparse.Namespace, out: _Output) -> int:
         out.spans(spans)
         return 0
     if not spans:
-        out.say(f"No spans match (the store holds {held:,} spans).")
+        out.say(f"No spans match (the store holds {_plural(held, 'span')}).")
         return 0
     from spanstore.render import print_spans
 
@@ -829,12 +889,19 @@ def _cmd_failures(args: argparse.Namespace, out: _Output) -> int:
                 limit=args.limit,
             )
             spans = query_spans(reader.store, query)
-        total_errors = reader.store.stats().error_span_count
+        stats = reader.store.stats()
+        newest_error = query_spans(reader.store, status=StatusCode.ERROR, limit=1) if stats.error_span_count else []
     if out.json:
         out.spans(spans)
         return 0
     if not spans:
-        hint = f" The store holds {total_errors:,} error spans in all: try --last 7d." if total_errors else ""
+        hint = ""
+        if newest_error:
+            age = max(0, time.time_ns() - newest_error[0].start_time_unix_nano)
+            hint = (
+                f" The store holds {_plural(stats.error_span_count, 'error span')}; the newest started "
+                f"{_duration_text(_rounded_duration(age))} ago: {_window_hint(age)}."
+            )
         out.say(f"No failures in {window}.{hint}")
         return 0
     from spanstore.render import print_spans
@@ -842,6 +909,26 @@ def _cmd_failures(args: argparse.Namespace, out: _Output) -> int:
     print_spans(out.console, spans, errors=True)
     _more_hint(out, len(spans), args.limit, "failures")
     return 0
+
+
+_HINT_WINDOWS_NS = [n * 3_600_000_000_000 for n in (1, 6, 24, 24 * 7, 24 * 30, 24 * 365)]
+
+
+def _rounded_duration(ns: int) -> int:
+    """``ns`` rounded to the nearest whole minute, hour or day (at least one), for a message."""
+    for size in (60_000_000_000, 3_600_000_000_000, 86_400_000_000_000):
+        if ns < 48 * size or size == 86_400_000_000_000:
+            return max(1, round(ns / size)) * size
+    return ns  # pragma: no cover
+
+
+def _window_hint(age_ns: int) -> str:
+    """A ``--last``/``--since`` option that reaches back ``age_ns``."""
+    for window in _HINT_WINDOWS_NS:
+        if age_ns < window:
+            return f"try --last {_duration_text(window)}"
+    when = datetime.fromtimestamp((time.time_ns() - age_ns) // 10**9, tz=timezone.utc).date().isoformat()
+    return f"try --since {when}"
 
 
 def _duration_text(ns: int) -> str:

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -365,7 +367,7 @@ def test_failures_and_errors(
     code, out, _ = run(capsys, "--path", path, "--json", "failures", "--limit", "all")
     assert [r["span_id"] for r in json_lines(out)] == [s.span_id for s in query_spans(demo_spans, status="ERROR")]
     code, out, _ = run(capsys, "--path", path, "failures", "--last", "1s")
-    assert code == 0 and "No failures in the last 1s." in out and "try --last 7d" in out
+    assert code == 0 and "No failures in the last 1s." in out and "try --last 1h" in out  # the demo ran just now
     code, out, _ = run(capsys, "--path", path, "--json", "failures", "--since", "2000-01-01", "--service", "payment")
     assert all(r["service"] == "payment" and r["status"] == "ERROR" for r in json_lines(out))
     code, out, _ = run(capsys, "--path", path, "--json", "errors")
@@ -643,3 +645,51 @@ def test_limit_means_what_it_means_in_python(capsys, demo_store, demo_spans):
     assert len(json_lines(out)) == len(every) > 20  # more than the default limit
     code, _, err = run(capsys, "--path", path, "spans", "--limit", "many")
     assert code == 2 and "'all' for no limit" in err
+
+
+def test_failures_hint_reaches_back_to_the_newest_error(capsys, tmp_path):
+    """An empty window suggests a --last (or --since) that would reach the newest error, never a useless one."""
+    path = str(tmp_path / "store")
+    now = time.time_ns()
+    with SpanStore(path) as store:
+        for i, age_days in enumerate([9, 400], start=1):
+            start = now - age_days * 86_400 * 10**9
+            store.add(
+                msgspec.structs.replace(
+                    _span(i, trace=i),
+                    start_time_unix_nano=start,
+                    end_time_unix_nano=start + 1,
+                    status_code=StatusCode.ERROR,
+                )
+            )
+    code, out, _ = run(capsys, "--path", path, "failures", "--last", "7d")
+    assert code == 0 and "try --last 30d" in out and "2 error spans" in out and "9d ago" in out
+    assert "try --last 7d" not in out
+
+
+@pytest.mark.parametrize(
+    ("attr", "message"),
+    [
+        ("user.id contains 0017 extra", None),  # accepted: a substring with a space
+        ("code >= 500x", "expected a number or a quoted string"),
+        ("user id = 3", "a key has no spaces"),
+        ("user.id exists now", "expected nothing after 'exists'"),
+    ],
+)
+def test_attr_input_is_parsed_or_refused_with_the_accepted_forms(capsys, demo_store, attr, message):
+    """--attr accepts contains/exists as the Python API does, and refuses what does not parse (exit status 2)."""
+    path, _ = demo_store
+    code, _, err = run(capsys, "--path", path, "spans", "--attr", attr)
+    if message is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and message in err
+
+
+def test_compound_durations_and_singular_counts(capsys, tmp_path):
+    """1h30m is a duration on the CLI as 1m30s is in TraceQL; one span is '1 span', not '1 spans'."""
+    path = str(tmp_path / "store")
+    with SpanStore(path) as store:
+        store.add(_span(1))
+    code, out, err = run(capsys, "--path", path, "spans", "--last", "1h30m")
+    assert code == 0 and "No spans match (the store holds 1 span)." in out, err
