@@ -70,7 +70,17 @@ def _normalize(name: str) -> str:
 
 
 _DEFAULT_NORMALIZED = tuple(_normalize(name) for name in DEFAULT_REDACT)
-_verdicts: dict[tuple[str, tuple[str, ...]], bool] = {}
+# Verdicts per tuple of extra names, then per key; each dict is cleared when it grows past 4096 keys.
+_verdicts: dict[tuple[str, ...], dict[str, bool]] = {}
+
+
+def _verdicts_for(extra: tuple[str, ...]) -> dict[str, bool]:
+    verdicts = _verdicts.get(extra)
+    if verdicts is None:
+        if len(_verdicts) > 64:
+            _verdicts.clear()
+        verdicts = _verdicts[extra] = {}
+    return verdicts
 
 
 def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
@@ -84,8 +94,8 @@ def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
     >>> is_secret_key("ssn", extra=("SSN",))
     True
     """
-    cache_key = (key, extra)
-    verdict = _verdicts.get(cache_key)
+    verdicts = _verdicts_for(extra)
+    verdict = verdicts.get(key)
     if verdict is None:
         normalized = _normalize(key)
         if _TOKEN_COUNT.match(normalized) and not normalized.startswith("token"):
@@ -98,9 +108,9 @@ def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
             verdict = any(name in normalized for name in _DEFAULT_NORMALIZED) or any(
                 _normalize(name) in normalized for name in extra if name
             )
-        if len(_verdicts) > 4096:
-            _verdicts.clear()
-        _verdicts[cache_key] = verdict
+        if len(verdicts) > 4096:
+            verdicts.clear()
+        verdicts[key] = verdict
     return verdict
 
 
@@ -176,18 +186,38 @@ class _Walker:
             self.path.discard(ident)
 
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        # The hot loop of a capture: plain strings and numbers are handled inline, with the budget in a local.
         out: dict[str, Any] = {}
-        self.budget -= 2
         extra = self.extra
-        count = len(value)
-        for index, (key, item) in enumerate(value.items()):
-            if self.budget <= 0:
-                out["…"] = f"[cut: {count - index} more items]"
+        verdicts = _verdicts_for(extra)
+        budget = self.budget - 2
+        left = len(value)
+        for key, item in value.items():
+            if budget <= 0:
+                out["…"] = f"[cut: {left} more items]"
                 break
+            left -= 1
             if type(key) is not str:
                 key = str(key) if isinstance(key, (str, int, float, bool)) or key is None else _bounded_repr(key, extra)
-            self.budget -= len(key) + 4
-            out[key] = REDACTED if is_secret_key(key, extra) else self.walk(item, depth)
+            budget -= len(key) + 4
+            secret = verdicts.get(key)
+            if secret is None:
+                secret = is_secret_key(key, extra)
+            if secret:
+                out[key] = REDACTED
+                continue
+            kind = type(item)
+            if kind is str and len(item) + 2 <= budget:
+                budget -= len(item) + 2
+                out[key] = item
+            elif kind is int and -_INT64 <= item < _INT64 or kind is bool or item is None:
+                budget -= 8
+                out[key] = item
+            else:
+                self.budget = budget
+                out[key] = self.walk(item, depth)
+                budget = self.budget
+        self.budget = budget
         return out
 
     def _sequence(self, value: Iterable[Any], depth: int) -> list[Any]:

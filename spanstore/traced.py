@@ -156,6 +156,7 @@ class _Options:
         "level",
         "max_value_bytes",
         "name",
+        "positional",
         "redact",
         "signature",
         "skip_first",
@@ -193,6 +194,7 @@ class _Options:
         self.tracer = tracer
         self.level = _FULL if capture is None else _LEVELS[capture]
         self.signature: inspect.Signature | None = None
+        self.positional: tuple[str, ...] | None = None  # the parameter names, when all are plain positional ones
         self.skip_first = False
 
     def json(self, value: Any) -> str:
@@ -213,26 +215,40 @@ class _Options:
                 level = env
                 if level == _OFF:
                     return None
-            span = tracer.start_span(self.name, attributes=self.attributes)
         except Exception as error:
             _warn_once(self.name, "start a span", error)
             return None
-        if level < _FULL or not span.is_recording():
-            return span, False
-        if self.capture_input:
+        attributes = self.attributes
+        if level == _FULL and self.capture_input:
+            # Into start_span's attributes rather than set afterwards: one attribute map built, not two. (The
+            # capture is then paid for a span the sampler drops too; with the default sampler none is dropped.)
             try:
-                span.set_attribute("input.value", self.json(self.inputs(args, kwargs)))
-                span.set_attribute("input.mime_type", _JSON)
+                attributes = {
+                    **attributes,
+                    "input.value": self.json(self.inputs(args, kwargs)),
+                    "input.mime_type": _JSON,
+                }
             except Exception as error:
                 _warn_once(self.name, "capture the inputs", error)
-        return span, self.capture_output
+        try:
+            span = tracer.start_span(self.name, attributes=attributes)
+        except Exception as error:
+            _warn_once(self.name, "start a span", error)
+            return None
+        return span, level == _FULL and self.capture_output
 
     def inputs(self, args: tuple[Any, ...] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by parameter name, defaults applied, ``self``/``cls`` left out; raises if they do not bind."""
         if args is None or self.signature is None:  # a block: its inputs are the keywords given
             return kwargs
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = bound.arguments
+        names = self.positional
+        if names is not None and not kwargs and len(args) == len(names):
+            # The common call, all parameters given by position: what bind() would answer, at a fifth of its cost.
+            arguments = dict(zip(names, args, strict=True))
+        else:
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
         if self.skip_first and arguments:
             arguments = dict(arguments)
             del arguments[next(iter(arguments))]
@@ -252,8 +268,7 @@ class _Options:
                     span.set_status(runtime.status(runtime.error, message))
             elif result is not _NOTHING:
                 try:
-                    span.set_attribute("output.value", self.json(result))
-                    span.set_attribute("output.mime_type", _JSON)
+                    span.set_attributes({"output.value": self.json(result), "output.mime_type": _JSON})
                 except Exception as failure:
                     _warn_once(self.name, "capture the output", failure)
         except Exception as failure:
@@ -295,6 +310,9 @@ def _wrap(func: Any, settings: dict[str, Any]) -> Any:
     options = _Options(name, attributes=attributes, **settings)
     try:
         options.signature = inspect.signature(func)
+        parameters = options.signature.parameters.values()
+        if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
+            options.positional = tuple(p.name for p in parameters)
         first = next(iter(options.signature.parameters.values()), None)
         options.skip_first = (
             first is not None and first.name in ("self", "cls") and first.kind <= first.POSITIONAL_OR_KEYWORD
