@@ -609,5 +609,6 @@ def traced(target: Any = None, /, **keywords: Any) -> Any:
         )
     settings = {**_DEFAULTS, **keywords}
     if target is None:
+        _Options("", **{key: value for key, value in settings.items() if key != "name"})  # bad settings fail now
         return lambda func: _wrap(func, dict(settings))
     return _wrap(target, settings)
