@@ -35,6 +35,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -114,6 +115,7 @@ def is_secret_key(key: str, extra: tuple[str, ...] = ()) -> bool:
     return verdict
 
 
+@functools.lru_cache(maxsize=64)
 def _scrub_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
     names = [re.escape(name).replace("_", "[_\\-. ]?") for name in DEFAULT_REDACT + extra if name]
     # `password='x'`, `"token": "x"`, `api_key=x`: the value after a secret-looking key, inside a repr.

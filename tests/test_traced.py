@@ -548,3 +548,85 @@ def test_import_stays_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
     assert Path(traced.__code__.co_filename).name == "traced.py"
+
+
+def test_global_provider_through_the_spans_fixture(spans):
+    """Without tracer=, @traced uses the global provider at call time (here the pytest plugin's)."""
+
+    @traced
+    def double(n: int) -> int:
+        return 2 * n
+
+    assert double(21) == 42
+    spans.assert_span(
+        name=f"{__name__}.{double.__qualname__}",
+        attributes={"input.value": '{"n":21}', "output.value": "42", "code.function": "double"},
+    )
+
+
+def test_readme_example_prints_what_the_readme_shows(tmp_path):
+    """The README's tracing example runs and prints the lines shown under it (secrets redacted)."""
+    from tests.test_docs import fenced, section
+
+    text = section("Tracing your own functions")
+    (code,) = fenced(text, "python")
+    expected = fenced(text, "text")[0]
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    assert "sk-live-123" not in "".join(p.read_text() for p in (tmp_path / ".spanstore").glob("spans-*.jsonl"))
+
+
+def _reference_generator(n: int, start: int = 0):
+    total = start
+    for i in range(n):
+        try:
+            received = yield i + total
+        except ValueError as error:
+            if str(error) == "reraise":
+                raise
+            received = -1
+        if received:
+            total += received
+    return total
+
+
+def _drive(generator: Any, operations: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    outcomes: list[tuple[Any, ...]] = []
+    for operation, argument in operations:
+        try:
+            if operation == "next":
+                outcomes.append(("yield", next(generator)))
+            elif operation == "send":
+                outcomes.append(("yield", generator.send(argument)))
+            elif operation == "throw":
+                outcomes.append(("yield", generator.throw(ValueError(argument))))
+            else:
+                outcomes.append(("closed", generator.close()))
+        except StopIteration as stop:
+            outcomes.append(("stop", stop.value))
+        except Exception as error:
+            outcomes.append(("raise", type(error), error.args))
+    return outcomes
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("next"), st.none()),
+        st.tuples(st.just("send"), st.integers(-3, 3)),
+        st.tuples(st.just("throw"), st.sampled_from(["soft", "reraise"])),
+        st.tuples(st.just("close"), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 5), start=st.integers(-2, 2), script=operations)
+def test_generator_protocol_is_unchanged(provider, exporter, n, start, script):
+    """Any sequence of next/send/throw/close gives the same yields, returns and errors traced as untraced."""
+    traced_generator = traced(_reference_generator, tracer=provider)
+    assert _drive(traced_generator(n, start=start), script) == _drive(_reference_generator(n, start=start), script)
+    for span in exporter.get_finished_spans():
+        assert json.loads(span.attributes["input.value"]) == {"n": n, "start": start}
+    exporter.clear()
