@@ -63,6 +63,9 @@ _TOKEN_COUNT = re.compile(
     r"^(max|prompt|completion|total|input|output|num|cached|reasoning|n)?tokens?(count|counts|used|usage|limit|details)?$"
 )
 _encode = msgspec.json.Encoder().encode
+_STR = {str}
+_FALSE = {False}
+_NUMBERS = {int, float, bool, type(None)}
 _INT64 = 1 << 63
 
 
@@ -161,10 +164,33 @@ class _Walker:
             self.budget -= 12
             return value if value == value and value not in (float("inf"), float("-inf")) else None
         if kind is dict:
+            if self._flat_dict(value):
+                return value
             return self._container(value, depth, self._mapping)
         if kind is list or kind is tuple:
+            size = self._flat_size(value, len(value))
+            if size is not None and size + 2 <= self.budget:
+                self.budget -= size + 2
+                return value  # flat: no cycle, no secret, within budget
             return self._container(value, depth, self._sequence)
         return self._other(value, kind, depth)
+
+    def _flat_dict(self, value: dict[Any, Any]) -> bool:
+        """Whether a dict can be kept as is: string keys already known not to be secrets, scalar values, in budget.
+
+        Measured by C loops (``map``, ``set``): a third of the cost of the loop in ``_mapping``. msgspec encodes
+        the dict itself; nothing here changes it.
+        """
+        if set(map(type, value)) != _STR or set(map(_verdicts_for(self.extra).get, value)) != _FALSE:
+            return False
+        size = self._flat_size(value.values(), len(value))
+        if size is None:
+            return False
+        size += sum(map(len, value)) + 3 * len(value) + 2
+        if size > self.budget:
+            return False
+        self.budget -= size
+        return True
 
     def _string(self, value: str) -> str:
         size = len(value) + 2
@@ -187,11 +213,20 @@ class _Walker:
         finally:
             self.path.discard(ident)
 
+    def _flat_size(self, values: Iterable[Any], count: int) -> int | None:
+        """The JSON size of scalar values, measured by C loops (``map``, ``set``); None when one is not a scalar."""
+        kinds = set(map(type, values))
+        if kinds == _STR:
+            return sum(map(len, values)) + 3 * count
+        if kinds <= _NUMBERS:
+            return 24 * count
+        return None
+
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
-        # The hot loop of a capture: plain strings and numbers are handled inline, with the budget in a local.
-        out: dict[str, Any] = {}
         extra = self.extra
         verdicts = _verdicts_for(extra)
+        # The hot loop of a capture: plain strings and numbers are handled inline, with the budget in a local.
+        out: dict[str, Any] = {}
         budget = self.budget - 2
         left = len(value)
         for key, item in value.items():
@@ -223,9 +258,9 @@ class _Walker:
         return out
 
     def _sequence(self, value: Iterable[Any], depth: int) -> list[Any]:
+        items = value if isinstance(value, (list, tuple)) else list(value)
         out: list[Any] = []
         self.budget -= 2
-        items = value if isinstance(value, (list, tuple)) else list(value)
         for index, item in enumerate(items):
             if self.budget <= 0:
                 out.append(f"…[cut: {len(items) - index} more items]")

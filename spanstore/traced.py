@@ -500,7 +500,7 @@ class Step:
     more attributes or events. Also an async context manager, and a decorator (``@traced("name")``) when given no
     inputs. One ``Step`` is one block: enter it once.
 
-    >>> with traced("tidy up", dry_run=True) as step:  # no tracer provider configured: no span, no cost
+    >>> with traced("tidy up", capture="off", dry_run=True) as step:  # "off": no span at all, whatever is configured
     ...     step.output = 0
     >>> step.span.is_recording()
     False
