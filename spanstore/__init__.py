@@ -45,6 +45,7 @@ from spanstore.query import (
     recent_failures,
 )
 from spanstore.store import SpanStore, StoreStats
+from spanstore.traced import traced
 from spanstore.traceql import format_traceql, parse_traceql
 
 __version__ = "0.1.0"
@@ -116,4 +117,5 @@ __all__ = [
     "parse_traceql",
     "query_spans",
     "recent_failures",
+    "traced",
 ]

@@ -10,6 +10,7 @@ Functions here are pure over their arguments and thread-safe.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -721,9 +722,28 @@ def print_trace(console: Console, spans: Sequence[StoredSpan], *, full: bool = F
         _print_full(console, rows, t0, glyphs)
 
 
+def _pretty_json(attributes: AttributeMap, key: str, value: Any) -> str | None:
+    """``input.value``/``output.value`` (``spanstore.traced``, OpenInference) as indented JSON, when they are JSON."""
+    if key not in ("input.value", "output.value") or not isinstance(value, str):
+        return None
+    if attributes.get(key.replace(".value", ".mime_type")) != "application/json":
+        return None
+    try:
+        return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+    except ValueError:
+        return None
+
+
 def _attribute_lines(attributes: AttributeMap, indent: str) -> list[Text]:
     lines = []
     for key, value in attributes.items():
+        pretty = _pretty_json(attributes, key, value)
+        if pretty is not None and "\n" not in pretty:
+            line = Text(f"{indent}{key}", style="bold")
+            line.append(" = " + pretty, style="")
+            lines.append(line)
+            continue
+        value = pretty or value
         if isinstance(value, str) and "\n" in value:
             lines.append(Text(f"{indent}{key} =", style="bold"))
             lines.extend(Text(indent + "    " + part) for part in value.rstrip("\n").split("\n"))
