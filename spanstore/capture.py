@@ -47,7 +47,17 @@ import msgspec
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_REDACT", "REDACTED", "REPR_MAX_CHARS", "is_secret_key", "to_json"]
 
 #: Key names whose values are never captured (substring match, case-insensitive, ignoring ``_ - .`` and spaces).
-DEFAULT_REDACT: tuple[str, ...] = ("password", "passwd", "secret", "token", "api_key", "authorization", "cookie")
+#: ``configurable`` is LangChain's run config, where API keys and credentials travel.
+DEFAULT_REDACT: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "authorization",
+    "cookie",
+    "configurable",
+)
 #: What replaces a redacted value.
 REDACTED = "[redacted]"
 #: The default cap of one captured value, in bytes of UTF-8 JSON.

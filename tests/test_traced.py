@@ -520,6 +520,7 @@ def test_values_of_every_kind():
 def test_secret_key_names():
     """Secret names match case-insensitively anywhere in a key, ignoring separators; token counts are not secret."""
     assert all(map(is_secret_key, ["PASSWORD", "db_passwd", "client-secret", "access_token", "apiKey", "Cookie"]))
+    assert is_secret_key("configurable") and is_secret_key("Authorization")  # LangChain run config, HTTP auth
     assert not any(map(is_secret_key, ["max_tokens", "prompt_tokens", "completion_tokens_details", "user", "key"]))
     assert is_secret_key("card_number", ("card number",))
 
