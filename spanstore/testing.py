@@ -21,10 +21,14 @@ trace 1
 └── checkout {cart.items=3}
     └── db.query
 
-Routing is by *time*, not by thread or context: a span belongs to every capture active when it ends, whichever
-thread or asyncio task ends it. That is what makes spans ended on background threads count; it also means a
-thread left running by an earlier test and ending a span during a later one lands in the later one (join your
-threads). Routing uses a process-global pointer, so captures are per process (each pytest-xdist worker has its own).
+Routing is by *trace*: a trace belongs to the captures active when its first span started, and its spans go to
+them whichever thread or asyncio task ends them. So a thread or task that test A started and left running, ending
+a span of A's trace while test B runs, never lands in B: once every capture that owned the trace has ended, such a
+*late* span is dropped and counted (:attr:`SpanRouter.late_spans`), since A's result is already final. A trace that
+began while no capture was active (a span opened at import time, or continued from a remote parent before any
+capture) is routed by time: its spans go to every capture active when they end. Captures nest: a capture opened
+inside a running trace gets that trace's later spans while the trace's owner is still active. Routing state is
+per process (each pytest-xdist worker has its own).
 """
 
 from __future__ import annotations
@@ -100,6 +104,12 @@ class SpanRouter(SpanProcessor):
         self._sinks: tuple[SpanSink, ...] = ()
         self._providers: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
         self._errors = 0
+        # trace id -> the sinks active when its first span started (a trace that began under a capture); an
+        # empty tuple once they have all ended: then the trace's spans are late. Bounded: the oldest entries go.
+        self._owners: dict[int, tuple[SpanSink, ...]] = {}
+        self._owned: dict[int, list[int]] = {}  # id(sink) -> the trace ids it owns, to release them on deactivate
+        #: Spans dropped because they ended after every capture that owned their trace had ended.
+        self.late_spans = 0
 
     def __repr__(self) -> str:
         return f"<SpanRouter sinks={len(self._sinks)} providers={len(self._providers)}>"
@@ -136,28 +146,68 @@ class SpanRouter(SpanProcessor):
                 self._sinks = (*self._sinks, sink)
 
     def deactivate(self, sink: SpanSink) -> None:
-        """Stop handing spans to ``sink``; spans ending afterwards do not reach it. Thread-safe; idempotent."""
+        """Stop handing spans to ``sink``; spans ending afterwards do not reach it. Thread-safe; idempotent.
+
+        The traces ``sink`` owned lose it as an owner (they keep no reference to it); once a trace has no owner
+        left, its spans that still end are late (see the module docstring).
+        """
         with self._lock:
             self._sinks = tuple(active for active in self._sinks if active is not sink)
+            owners = self._owners
+            for trace_id in self._owned.pop(id(sink), ()):
+                held = owners.get(trace_id)
+                if held is not None:
+                    owners[trace_id] = tuple(owner for owner in held if owner is not sink)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do when a span starts."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Hand a finished, sampled span to every active sink. O(active sinks); never raises."""
+        """Record which captures own a trace that begins now (O(1); nothing when no capture is active)."""
         sinks = self._sinks
         if not sinks:
+            return
+        try:
+            trace_id = span.get_span_context().trace_id
+            if trace_id in self._owners:
+                return
+            with self._lock:
+                sinks = self._sinks  # the captures active now, under the lock deactivate takes
+                if trace_id in self._owners or not sinks:
+                    return
+                self._owners[trace_id] = sinks
+                for sink in sinks:
+                    self._owned.setdefault(id(sink), []).append(trace_id)
+                if len(self._owners) > _MAX_TRACKED_TRACES:
+                    self._forget_oldest_locked()
+        except Exception:
+            self._count_error("could not record the trace of span %r", span)
+
+    def _forget_oldest_locked(self) -> None:
+        for trace_id in list(self._owners)[: _MAX_TRACKED_TRACES // 10]:
+            if not self._owners[trace_id]:  # only ended traces: an active capture keeps its own
+                del self._owners[trace_id]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Hand a finished, sampled span to the captures its trace belongs to. O(active sinks); never raises."""
+        sinks = self._sinks
+        owners = self._owners
+        if not sinks and not owners:
             return
         try:
             context = span.context
             if context is None or not context.trace_flags.sampled:
                 return
+            owned_by = owners.get(context.trace_id)
+            if owned_by is not None and not any(owner is sink for owner in owned_by for sink in sinks):
+                self.late_spans += 1  # every capture of its trace has ended: it belongs to none of the others
+                return
             for sink in sinks:
                 sink.submit(span)
         except Exception:
-            self._errors += 1
-            if self._errors == 1:  # once: a broken sink would otherwise log on every span
-                logger.exception("spanstore: the span router could not hand span %r to a capture", span.name)
+            self._count_error("could not hand span %r to a capture", span)
+
+    def _count_error(self, what: str, span: object) -> None:
+        self._errors += 1
+        if self._errors == 1:  # once: a broken sink would otherwise log on every span
+            logger.exception("spanstore: the span router %s", what % (getattr(span, "name", span),))
 
     def shutdown(self) -> None:
         """Do nothing: the router outlives any one provider (see the class docstring)."""
@@ -166,6 +216,9 @@ class SpanRouter(SpanProcessor):
         """Nothing is buffered here: spans reach their sink in ``on_end``. Always True."""
         return True
 
+
+#: Trace ids whose owners the router remembers (about 100 bytes each); beyond this, the oldest ended ones go.
+_MAX_TRACKED_TRACES = 100_000
 
 _ROUTER = SpanRouter()
 

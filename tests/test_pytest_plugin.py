@@ -289,3 +289,56 @@ def test_readme_example_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme=readme_example(README.read_text(encoding="utf-8")))
     result = pytester.runpytest_subprocess(timeout=120)
     result.assert_outcomes(passed=1)
+
+
+# --- spans that outlive their test ------------------------------------------------------------------------------------
+LATE_SPANS = """
+import asyncio
+import threading
+
+from opentelemetry import trace
+
+tracer = trace.get_tracer("late")
+release = threading.Event()
+done = threading.Event()
+loop = asyncio.new_event_loop()  # outlives every test, as an app's background loop does
+threading.Thread(target=loop.run_forever, daemon=True).start()
+
+
+def test_a_leaves_a_thread_and_a_task_running(spans):
+    with tracer.start_as_current_span("A request"):
+        context = trace.set_span_in_context(trace.get_current_span())
+
+        def late_thread():
+            release.wait(30)
+            tracer.start_span("A late thread", context=context).end()
+
+        async def late_task():
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+            tracer.start_span("A late task", context=context).end()
+            done.set()
+
+        threading.Thread(target=late_thread).start()
+        asyncio.run_coroutine_threadsafe(late_task(), loop)
+    assert [s.name for s in spans] == ["A request"]
+
+
+def test_b_runs_while_a_s_spans_end(spans):
+    with tracer.start_as_current_span("B request"):
+        release.set()
+        assert done.wait(30)
+    import time; time.sleep(0.1)  # the late thread ends its span too
+    from spanstore.testing import router
+    assert [s.name for s in spans] == ["B request"], [s.name for s in spans]
+    assert router().late_spans == 2
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_spans_of_a_trace_that_began_in_another_test_never_leak_into_this_one(pytester, xdist) -> None:
+    """A thread and an asyncio task started by test A end spans of A's trace during test B: B sees only its own,
+    and the late spans are dropped and counted, with and without pytest-xdist (both tests on one worker)."""
+    pytester.makepyfile(test_late=LATE_SPANS)
+    args = ["-n", "1"] if xdist else []
+    result = pytester.runpytest_subprocess(*args, "-v", timeout=120)
+    result.assert_outcomes(passed=2)
