@@ -30,6 +30,8 @@ import argparse
 import glob
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -388,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_argument_type(_count), default=3, help="workload seed (default 3)")
     p.add_argument("--requests", type=_argument_type(_count), default=25, help="frontend requests (default 25)")
+
+    p = command(
+        "run",
+        _cmd_run,
+        "run a Python program with zero-code instrumentation, its spans in the store",
+        "Run COMMAND under OpenTelemetry's `opentelemetry-instrument` (pip install opentelemetry-distro) with\n"
+        "OTEL_TRACES_EXPORTER=spanstore, SPANSTORE_PATH set to the store, and the metrics and logs exporters off\n"
+        "(opentelemetry-distro would otherwise require OTLP exporters for them, and without them it configures\n"
+        "nothing). Variables you set yourself win. Exits with COMMAND's exit status.",
+        _examples(
+            "spanstore run -- python app.py", "spanstore --path /tmp/shop run --service checkout -- python app.py"
+        ),
+    )
+    p.add_argument("--service", metavar="NAME", help="OTEL_SERVICE_NAME for the program")
+    p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the program and its arguments")
 
     command(
         "stats",
@@ -775,6 +792,40 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
         line.append(what, style="dim")
         console.print(line, no_wrap=True, crop=False)
     return 0
+
+
+#: What ``spanstore run`` sets, unless the environment already does.
+ZERO_CODE_ENVIRONMENT = {
+    "OTEL_TRACES_EXPORTER": "spanstore",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+}
+
+
+def _cmd_run(args: argparse.Namespace, out: _Output) -> int:
+    program = list(args.program)
+    if program[:1] == ["--"]:
+        program = program[1:]
+    if not program:
+        raise UsageError("expected a program to run, e.g. spanstore run -- python app.py")
+    instrument = shutil.which(
+        "opentelemetry-instrument", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    )
+    if instrument is None:
+        raise CommandError(
+            "opentelemetry-instrument was not found next to this Python or on PATH: "
+            "pip install opentelemetry-distro (and the instrumentations your program uses)"
+        )
+    environment = dict(os.environ)
+    for name, value in ZERO_CODE_ENVIRONMENT.items():
+        environment.setdefault(name, value)
+    environment["SPANSTORE_PATH"] = os.path.abspath(_store_path(args))
+    if args.service:
+        environment["OTEL_SERVICE_NAME"] = args.service
+    try:
+        return subprocess.call([instrument, *program], env=environment)
+    except KeyboardInterrupt:  # the program got the signal too; its status is what counts
+        return 130
 
 
 def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:

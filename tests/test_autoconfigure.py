@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -78,3 +79,48 @@ def test_a_bad_spanstore_variable_is_reported_not_silently_ignored(tmp_path):
     result = run_instrumented(tmp_path, SPANSTORE_MAX_SPANS="lots")
     assert result.returncode == 0, result.stderr
     assert "SPANSTORE_MAX_SPANS must be an integer, got 'lots'" in result.stderr
+
+
+def clean_environment(tmp_path: Path) -> dict[str, str]:
+    """The environment of a new shell: no OTEL_* or SPANSTORE_* variable, this venv's scripts on PATH."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "SPANSTORE_"))}
+    environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    return environ
+
+
+def test_the_readme_zero_code_command_works_with_no_other_variable_set(tmp_path):
+    """`spanstore run --service checkout -- python app.py`, as the README gives it, stores the program's spans
+    with only opentelemetry-distro installed (no OTLP exporter packages, no OTEL_* variable)."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    spanstore_command = Path(sys.executable).parent / "spanstore"
+    result = subprocess.run(
+        [str(spanstore_command), "run", "--service", "checkout", "--", "python", "app.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_environment(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "TracerProvider"
+    with SpanStore(tmp_path / ".spanstore") as store:
+        assert {span.name for span in store.spans()} == {"handle-request", "query-db"}
+        assert {span.service_name for span in store.spans()} == {"checkout"}
+
+
+def test_plain_opentelemetry_instrument_needs_the_metrics_and_logs_exporters_off(tmp_path):
+    """Why `spanstore run` exists: with only OTEL_TRACES_EXPORTER=spanstore, opentelemetry-distro asks for OTLP
+    metrics and logs exporters, which are not installed, and configures nothing. The README documents both forms."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    environ = clean_environment(tmp_path)
+    environ.update(OTEL_TRACES_EXPORTER="spanstore", SPANSTORE_PATH=str(tmp_path / "store"))
+    result = subprocess.run(
+        [str(INSTRUMENT), sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=environ
+    )
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+        assert "otlp" in result.stderr and not (tmp_path / "store").exists()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "spanstore run --service checkout -- python app.py" in readme
+    assert "OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none" in readme

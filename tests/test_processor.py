@@ -420,3 +420,17 @@ def test_an_unusable_directory_never_raises_into_the_app(tmp_path, caplog, facto
     assert component.store.path is None
     provider.shutdown()
     assert blocker.read_text().startswith("a file")  # nothing written
+
+
+def test_the_documented_environment_defaults_are_the_real_ones() -> None:
+    """The processor module's table of SPANSTORE_* variables states the defaults the code has."""
+    import re
+
+    import spanstore.processor
+    from spanstore.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_SPANS, DEFAULT_MAX_SPANS_PER_TRACE
+
+    table = spanstore.processor.__doc__
+    documented = dict(re.findall(r"``(SPANSTORE_\w+)``.*?\s{2,}(\S+(?: MiB| GiB)?)\n", table))
+    assert documented["SPANSTORE_MAX_SPANS"] == str(DEFAULT_MAX_SPANS)
+    assert documented["SPANSTORE_MAX_BYTES"] == f"{DEFAULT_MAX_BYTES >> 20} MiB"
+    assert documented["SPANSTORE_MAX_SPANS_PER_TRACE"] == str(DEFAULT_MAX_SPANS_PER_TRACE)
