@@ -1051,7 +1051,14 @@ def _error_types(spans: Sequence[StoredSpan], service: str | None, last: timedel
 
 
 def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
-    log = _open_existing_log(_store_path(args))
+    path = _store_path(args)
+    if args.follow:
+        try:
+            log = _wait_for_store(path, out)
+        except KeyboardInterrupt:
+            return 0
+    else:
+        log = _open_existing_log(path)
     try:
         spans, position = log.read(max_spans=args.lines)
 
@@ -1082,8 +1089,26 @@ def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
         log.close()
 
 
+def _wait_for_store(path: Path, out: _Output) -> SpanLog:
+    """``tail -f`` started before the application: wait (quietly, after one note) until the store exists."""
+    announced = False
+    while True:
+        try:
+            return _open_existing_log(path)
+        except CommandError:
+            if not announced and not out.json:
+                print(f"Waiting for a store at {path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                announced = True
+        _sleep(_FOLLOW_INTERVAL_SECONDS)
+
+
 def _expand_inputs(inputs: Sequence[str], store_path: Path) -> tuple[list[Path], list[str]]:
     """The files named by FILE|DIR|GLOB arguments (each once, in order), and a problem line per unmatched argument."""
+    from spanstore.log import MARKER_NAME, SEGMENT_PREFIX, SEGMENT_SUFFIX
+
+    def is_segment_name(name: str) -> bool:
+        return name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)
+
     files: list[Path] = []
     problems: list[str] = []
     try:
@@ -1092,7 +1117,12 @@ def _expand_inputs(inputs: Sequence[str], store_path: Path) -> tuple[list[Path],
         store = store_path
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if path.is_dir() and (path / MARKER_NAME).is_file():
+            # Another store: its segments hold the spans; its marker file is metadata, not spans.
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_segment_name(p.name))
+            if not found:
+                problems.append(f"{item}: a spanstore directory with no segments (no spans to import)")
+        elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMPORT_SUFFIXES)
             if not found:
                 problems.append(f"{item}: no *.json, *.jsonl or *.ndjson files in this directory")

@@ -693,8 +693,10 @@ def print_trace(console: Console, spans: Sequence[StoredSpan], *, full: bool = F
         label.append(span.service_name, style=_service_style(span.service_name))
         label.append(" ")
         label.append(span.name, style=_ERROR_STYLE if failed else "")
-        if failed:
-            label.append(f" {glyphs.cross}", style=_ERROR_STYLE)
+        if failed:  # the marker stays visible: a long name is cut before it, not the marker after it
+            marker = f" {glyphs.cross}"
+            label.truncate(label_width - len(marker), overflow="ellipsis")
+            label.append(marker, style=_ERROR_STYLE)
         label.truncate(label_width, overflow="ellipsis", pad=True)
         line = Text()
         line.append_text(label)

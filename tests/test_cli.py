@@ -428,6 +428,32 @@ def test_tail_prints_the_newest_and_follows_appends(
     assert code == 0 and out == ""
 
 
+def test_tail_follow_started_before_the_store_exists_waits_for_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tail -f` started before the application creates the store waits for it, then follows (no 'no store')."""
+    path = tmp_path / "store"
+    polls = []
+
+    def fake_sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:  # the application starts and writes its first span
+            with SpanLog(path) as writer:
+                writer.append([_span(1)])
+        elif len(polls) == 4:
+            with SpanLog(path) as writer:
+                writer.append([_span(2)])
+        elif len(polls) == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("spanstore.cli._sleep", fake_sleep)
+    code, out, err = run(capsys, "--path", str(path), "tail", "-f")
+    assert code == 0 and "no store" not in err and f"Waiting for a store at {path}" in err
+    assert [line.split()[2] for line in out.splitlines()] == ["op1", "op2"]
+    code, _, err = run(capsys, "--path", str(tmp_path / "absent"), "tail")  # without -f: nothing to wait for
+    assert code == 1 and "no store" in err
+
+
 # --- import and export ----------------------------------------------------------------------------------------------
 @needs_samples
 def test_import_loads_every_valid_sample_span_and_reports_the_rest(
@@ -693,3 +719,27 @@ def test_compound_durations_and_singular_counts(capsys, tmp_path):
         store.add(_span(1))
     code, out, err = run(capsys, "--path", path, "spans", "--last", "1h30m")
     assert code == 0 and "No spans match (the store holds 1 span)." in out, err
+
+
+def test_import_of_another_store_directory_reads_its_segments(capsys, demo_store, tmp_path):
+    """`spanstore --path b import a/` with a a store: its spans arrive, its marker file is not reported as a problem."""
+    path, _ = demo_store
+    target = str(tmp_path / "copy")
+    code, out, err = run(capsys, "--path", target, "--json", "import", path)
+    summary = json_lines(out)[-1]
+    assert code == 0, err
+    with SpanStore(path) as original, SpanStore(target) as copy:
+        assert summary["spans_loaded"] == len(copy) == len(original) > 0
+    assert summary["corrupt_lines"] == 0 and "spanstore.json" not in out + err
+
+
+def test_the_error_marker_survives_a_long_span_name_at_80_columns(capsys, tmp_path, monkeypatch):
+    """A failed span whose name is wider than the tree's label column keeps its ✗ (the name is cut instead)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    path = str(tmp_path / "store")
+    long_name = "SELECT orders.id, orders.total FROM orders JOIN customers ON orders.customer_id = customers.id"
+    with SpanStore(path) as store:
+        store.add(msgspec.structs.replace(_span(1), name=long_name, status_code=StatusCode.ERROR))
+    code, out, _ = run(capsys, "--path", path, "trace", f"{1:032x}")
+    line = next(line for line in out.splitlines() if "SELECT" in line and "µs  " in line)  # the waterfall row
+    assert code == 0 and ("✗" in line or " x " in line) and len(line) <= 80, out
