@@ -30,6 +30,7 @@ OTEL_DEMO = "otel-tui__test_data.json"
 SELF_PARENT = "ottl-playground__testdata_traces.json"
 COMMANDS = [
     "demo",
+    "run",
     "stats",
     "traces",
     "trace",
