@@ -329,7 +329,8 @@ class StoredSpan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     @property
     def service_name(self) -> str:
-        """The resource's ``service.name`` (``"unknown_service"`` when absent)."""
+        """The resource's ``service.name`` (``"unknown_service"`` when absent): the ``service`` query criterion and
+        the ``"service"`` key of the CLI's JSON."""
         return self.resource.service_name
 
     @property
