@@ -44,7 +44,11 @@ COMMANDS = [
     "diff",
     "ops",
 ]
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample folder {SAMPLES} is absent")
+needs_samples = pytest.mark.skipif(
+    not SAMPLES.is_dir(),
+    reason=f"the optional corpus of other projects' OTLP files ({SAMPLES}) is absent; "
+    "tests/fixtures/quirks covers the same behaviours",
+)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -87,7 +91,7 @@ def demo_spans(demo_store: tuple[str, object]) -> SpanStore:
 def samples_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A store holding every sample file, imported by the command."""
     if not SAMPLES.is_dir():
-        pytest.skip(f"sample folder {SAMPLES} is absent")
+        pytest.skip(f"the optional corpus of other projects' OTLP files ({SAMPLES}) is absent")
     path = str(tmp_path_factory.mktemp("samples") / "store")
     assert main(["--path", path, "--json", "import", str(SAMPLES)]) == 0
     return path
@@ -456,6 +460,43 @@ def test_tail_follow_started_before_the_store_exists_waits_for_it(
 
 
 # --- import and export ----------------------------------------------------------------------------------------------
+QUIRKS = Path(__file__).parent / "fixtures" / "quirks"
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [QUIRKS, pytest.param(SAMPLES, marks=needs_samples)],
+    ids=["repository-quirk-fixtures", "optional-shared-corpus"],
+)
+def test_import_loads_every_valid_span_of_a_folder_and_reports_the_rest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, folder: Path
+) -> None:
+    """Importing a folder loads each distinct valid span once, reports invalid spans and lines, exits 0; a
+    second import of the same files adds nothing."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".jsonl"))
+    results = [read_file(p) for p in files]
+    distinct = {(s.trace_id, s.span_id, s.kind, s.start_time_unix_nano) for r in results for s in r.spans}
+    invalid = sum(r.skipped_spans for r in results)
+    corrupt = sum(len(r.corrupt_lines) for r in results)
+    assert invalid and corrupt and len(distinct) < sum(len(r.spans) for r in results)  # every case is exercised
+    path = str(tmp_path / "store")
+    code, out, err = run(capsys, "--path", path, "import", str(folder))
+    assert code == 0, err
+    assert f"Imported {len(distinct):,} spans" in out and f"of {len(files)} files" in out
+    lines = f"{corrupt} line that is not" if corrupt == 1 else f"{corrupt} lines that are not"
+    invalid_text = f"{invalid} invalid span" + ("" if invalid == 1 else "s")
+    assert invalid_text in out and f"{lines} OTLP traces" in out
+    problems = corrupt + sum(len(r.issues) for r in results)
+    assert ("Problems (first 5 of" in out and "-v lists all" in out) if problems > 5 else "Problems:" in out
+    keys = [(s.trace_id, s.span_id, s.kind, s.start_time_unix_nano) for s in stored(path)]
+    assert set(keys) == distinct and len(keys) == len(distinct)
+    code, out, _ = run(capsys, "--path", path, "--json", "import", str(folder))
+    [summary] = json_lines(out)
+    assert (
+        code == 0 and summary["spans_loaded"] == 0 and summary["duplicate_spans"] == sum(len(r.spans) for r in results)
+    )
+
+
 @needs_samples
 def test_import_loads_every_valid_sample_span_and_reports_the_rest(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
@@ -554,6 +595,16 @@ def test_orphans_and_rootless_samples_render(capsys: pytest.CaptureFixture[str],
     jaeger = read_file(SAMPLES / "jaeger__internal_storage_v2_memory_fixtures_otel_traces_01.json").spans
     code, out, _ = run(capsys, "--path", samples_store, "trace", jaeger[0].trace_id)
     assert code == 0 and "(no root span in the store)" in out
+
+
+def test_a_self_parent_span_renders_once_noted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The self-parent quirk file: both spans drawn once, the cycle noted, no loop (and an orphan's note)."""
+    path = str(tmp_path / "store")
+    assert run(capsys, "--path", path, "import", str(QUIRKS / "self_parent.json"))[0] == 0
+    cycle, child = read_file(QUIRKS / "self_parent.json").spans
+    code, out, _ = run(capsys, "--path", path, "trace", cycle.trace_id)
+    tree = out.split("\n\n", 1)[1]  # below the header, which names the first span
+    assert code == 0 and "its own parent" in tree and tree.count(cycle.name) == 1 and child.name in tree
 
 
 def test_parent_cycles_render_every_span_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

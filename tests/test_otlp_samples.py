@@ -14,7 +14,11 @@ from spanstore.otlp import ReadResult, decode_line, encode_spans, read_file
 
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "otlp-samples"
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample folder {SAMPLES} is absent")
+pytestmark = pytest.mark.skipif(
+    not SAMPLES.is_dir(),
+    reason=f"the optional corpus of other projects' OTLP files ({SAMPLES}) is absent; "
+    "tests/test_otlp_quirks.py covers the same behaviours with repository fixtures",
+)
 
 
 def sample(name: str) -> ReadResult:
