@@ -35,6 +35,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -65,6 +66,7 @@ _FSYNC_POLICIES = ("never", "interval", "always")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _SKIPPED_KEEP = 100  # SkippedLine records kept in stats (the count is exact)
+_SKIPS_WARNED_MAX = 5  # skipped lines warned about one by one (per log object); the rest are summarized per read
 _SEEN_KEYS_MAX = 100_000  # dedupe set for skipped-line counting; cleared when full (may then count twice)
 _GC_PAUSE_BYTES = 1 << 20  # decode with the cyclic GC paused when a read holds at least this much
 _LOCK_POLL_MAX_SECONDS = 0.005
@@ -160,13 +162,29 @@ class _Fds:
                     os.close(fd)
 
 
-class _Chunk(NamedTuple):
-    """What one read of one segment found: complete lines, where they start, and what to do with the tail."""
+class _Chunk:
+    """What one read of one segment found: complete lines, where they start, and what to do with the tail.
 
-    pieces: list[bytes]  # complete lines (without "\n")
-    start: int  # byte offset of pieces[0]
-    end: int  # byte offset reached (after the last consumed byte)
-    torn_tail: bytes  # a partial last line judged torn (consumed), or b""
+    The byte offset of each line is computed once, on the first corrupt line met (good lines never need it), so
+    skipping many corrupt lines costs O(lines), not O(lines²).
+    """
+
+    __slots__ = ("_offsets", "end", "lines_before", "pieces", "start", "torn_tail")
+
+    def __init__(self, pieces: list[bytes], start: int, end: int, torn_tail: bytes) -> None:
+        self.pieces = pieces  # complete lines (without "\n")
+        self.start = start  # byte offset of pieces[0]
+        self.end = end  # byte offset reached (after the last consumed byte)
+        self.torn_tail = torn_tail  # a partial last line judged torn (consumed), or b""
+        self._offsets: list[int] | None = None
+        self.lines_before: int | None = None  # lines of the segment before ``start``, once counted
+
+    def offset_of(self, index: int) -> int:
+        """The byte offset where line ``index`` starts. O(lines) once, then O(1)."""
+        offsets = self._offsets
+        if offsets is None:
+            offsets = self._offsets = list(accumulate((len(piece) + 1 for piece in self.pieces), initial=self.start))
+        return offsets[index]
 
 
 def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
@@ -371,6 +389,8 @@ class SpanLog:
         self._lines_read = 0
         self._spans_read = 0
         self._skipped_count = 0
+        self._skips_warned = 0
+        self._skips_unwarned = 0
         self._skipped: deque[SkippedLine] = deque(maxlen=_SKIPPED_KEEP)
         self._seen_skips: set[tuple[int, int]] = set()  # (segment, line start offset) already counted
         self._known_torn: set[tuple[int, int]] = set()
@@ -776,9 +796,12 @@ class SpanLog:
         plan = self._plan(segments, position)
         if not plan:
             return [], position if position is not None else LogPosition(0, 0)
-        if max_spans is None:
-            return self._read_forward(plan, position, containing)
-        return self._read_newest(plan, position, max_spans, containing)
+        try:
+            if max_spans is None:
+                return self._read_forward(plan, position, containing)
+            return self._read_newest(plan, position, max_spans, containing)
+        finally:
+            self._warn_skip_summary()
 
     def _plan(self, segments: list[tuple[int, str]], position: LogPosition | None) -> list[tuple[int, str, int]]:
         """(sequence, name, start offset) of the segments to read, counting a gap if the position's is gone."""
@@ -1008,10 +1031,6 @@ class SpanLog:
         with self._stats_lock:
             self._lines_read += lines
 
-    def _piece_offset(self, chunk: _Chunk, index: int) -> int:
-        pieces = chunk.pieces
-        return chunk.start + sum(len(pieces[j]) + 1 for j in range(index))
-
     def _record_corrupt(
         self,
         seq: int,
@@ -1024,9 +1043,11 @@ class SpanLog:
         exc: CorruptLineError | None,
     ) -> None:
         if base is None:
-            base = self._newlines_before(seq, name, chunk.start)
+            base = chunk.lines_before
+            if base is None:
+                base = chunk.lines_before = self._newlines_before(seq, name, chunk.start)
         line_number = base + index + 1
-        start = self._piece_offset(chunk, index)
+        start = chunk.offset_of(index)
         if exc is not None:  # the reason without the codec's "line N in FILE: " (SkippedLine says where)
             for prefix in (f"line {exc.line_number} in {exc.source}: ", f"{exc.source}: "):
                 if message.startswith(prefix):
@@ -1058,9 +1079,35 @@ class SpanLog:
             if skipped.torn and key not in self._known_torn:
                 self._known_torn.add(key)
                 self._torn_tails += 1
-        logger.warning(
-            "span log %s: skipped line %d of %s: %s", self.path, skipped.line_number, skipped.segment, skipped.reason
-        )
+            warn = self._skips_warned < _SKIPS_WARNED_MAX
+            if warn:
+                self._skips_warned += 1
+            else:
+                self._skips_unwarned += 1
+        if warn:
+            logger.warning(
+                "span log %s: skipped line %d of %s: %s",
+                self.path,
+                skipped.line_number,
+                skipped.segment,
+                skipped.reason,
+            )
+
+    def _warn_skip_summary(self) -> None:
+        """One warning for the skipped lines not warned about one by one (called at the end of each read)."""
+        with self._stats_lock:
+            unwarned = self._skips_unwarned
+            self._skips_unwarned = 0
+            total = self._skipped_count
+        if unwarned:
+            logger.warning(
+                "span log %s: skipped %d more corrupt or torn lines (%d in all; SpanLog.stats().skipped_lines "
+                "lists the last %d)",
+                self.path,
+                unwarned,
+                total,
+                _SKIPPED_KEEP,
+            )
 
     def _finish_chunk(self, seq: int, name: str, chunk: _Chunk, base: int | None) -> None:
         """After a forward read of a chunk: record a torn tail and remember line numbering at the end."""
