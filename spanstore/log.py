@@ -203,6 +203,85 @@ def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     return error
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO planted under a segment's name must not hang (it is refused just after).
+_OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat_module.S_ISLNK, "a symbolic link"),
+        (stat_module.S_ISDIR, "a directory"),
+        (stat_module.S_ISFIFO, "a named pipe"),
+        (stat_module.S_ISSOCK, "a socket"),
+        (stat_module.S_ISCHR, "a character device"),
+        (stat_module.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _not_regular(path: str | os.PathLike[str], found: str) -> StorageError:
+    return StorageError(
+        f"expected a regular file at {os.fspath(path)}, found {found}; a span log never follows links or opens "
+        "special files in its directory (someone may have planted it): remove it"
+    )
+
+
+def _open_regular(path: str | os.PathLike[str], flags: int) -> int:
+    """Open a file of the store without following a symlink, refusing anything but a regular file.
+
+    Raises :class:`StorageError` for a link or special file; other ``OSError`` s (``FileNotFoundError``,
+    ``FileExistsError``, ...) pass through unchanged for the caller to judge. A created file is owner-only.
+    """
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, _FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
+            raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            raise exc from None
+        if stat_module.S_ISLNK(mode):
+            try:
+                found = f"a symbolic link (to {os.readlink(path)!r})"
+            except OSError:
+                found = "a symbolic link"
+        else:
+            found = _file_kind(mode)
+        raise _not_regular(path, found) from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat_module.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, _file_kind(mode))
+    return fd
+
+
+def _check_directory_safety(path: Path, st: os.stat_result, *, check_mode: bool) -> None:
+    """Refuse a store directory that another user could plant files in (as ssh refuses such a ``~/.ssh``)."""
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is None:  # pragma: no cover - not POSIX
+        return
+    if st.st_uid not in (uid, 0):
+        raise StorageError(
+            f"expected the span log directory {path} to be owned by you (uid {uid}) or root, got owner uid "
+            f"{st.st_uid}: its owner could plant files in it. If it is yours, fix it with `chown $USER {path}`; "
+            "else use another directory"
+        )
+    if check_mode and st.st_mode & 0o022:
+        raise StorageError(
+            f"expected the span log directory {path} to be writable by its owner only, got mode "
+            f"{stat_module.S_IMODE(st.st_mode):04o} (writable by group or others, who could plant files in it): "
+            f"fix it with `chmod go-w {path}`"
+        )
+
+
 def _end_of_last_line(fd: int, size: int) -> int:
     """The offset just past the last "\\n" in the first ``size`` bytes of ``fd`` (0 if none): read backwards."""
     end = size
@@ -320,7 +399,8 @@ class SpanLog:
             raise NotAStoreError(f"expected a span log directory at {path}, got a file")
         marker = path / MARKER_NAME
         try:
-            has_marker = marker.exists()
+            has_marker = os.path.lexists(marker)
+            _check_directory_safety(path, st, check_mode=has_marker)
             entries = [] if has_marker else [name for name in os.listdir(path) if name != LOCK_NAME]
         except OSError as exc:
             raise _storage_error(exc, "read span log directory", path) from exc
@@ -337,7 +417,7 @@ class SpanLog:
             raise StorageError(f"expected a span log directory at {path}, got an empty directory (create=False)")
         try:
             os.chmod(path, _DIR_MODE)
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            fd = _open_regular(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             return  # another process is creating the same store right now
         except OSError as exc:
@@ -353,7 +433,13 @@ class SpanLog:
     @staticmethod
     def _check_marker(marker: Path) -> None:
         try:
-            raw = marker.read_bytes()
+            fd = _open_regular(marker, os.O_RDONLY)
+            try:
+                raw = os.read(fd, 1 << 16)
+            finally:
+                os.close(fd)
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "read span log marker", marker) from exc
         if not raw.strip():
@@ -525,11 +611,13 @@ class SpanLog:
             return fd
         lock_path = self.path / LOCK_NAME
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            fd = _open_regular(lock_path, os.O_RDWR | os.O_CREAT)
+        except StorageError:
+            raise
         except OSError as exc:
             if writable:
                 raise _storage_error(exc, "open lock file", lock_path) from exc
-            fd = os.open(lock_path, os.O_RDONLY)  # read-only use; flock works on any descriptor
+            fd = _open_regular(lock_path, os.O_RDONLY)  # read-only use; flock works on any descriptor
         self._fds.lock = fd
         return fd
 
@@ -624,7 +712,7 @@ class SpanLog:
         fd = self._fds.segment
         if fd >= 0:
             # Still the newest? Another process may have rolled (or retention removed everything).
-            if not os.path.exists(self._segment_path(self._seq + 1)):
+            if not os.path.lexists(self._segment_path(self._seq + 1)):
                 try:
                     st = os.fstat(fd)
                 except OSError:
@@ -642,8 +730,10 @@ class SpanLog:
         seq, name = segments[-1]
         path = os.path.join(self.path, name)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = _open_regular(path, os.O_RDWR | os.O_APPEND)
             self._size = os.fstat(fd).st_size
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "open segment", path) from exc
         self._fds.segment = fd
@@ -654,11 +744,14 @@ class SpanLog:
     def _create_segment(self, seq: int) -> int:
         path = self._segment_path(seq)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            fd = _open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
-            # Not under our lock's rules (a foreign writer?): append to it rather than fail.
+            # Not under our lock's rules (a foreign writer?): append to it rather than fail -- if it is a plain
+            # file; a link planted under the next segment's name is refused, never followed.
             try:
-                fd = os.open(path, os.O_RDWR | os.O_APPEND)
+                fd = _open_regular(path, os.O_RDWR | os.O_APPEND)
+            except StorageError:
+                raise
             except OSError as exc:
                 raise _storage_error(exc, "open segment", path) from exc
         except OSError as exc:
@@ -735,7 +828,7 @@ class SpanLog:
         entries = []
         for seq, name in segments:
             try:
-                st = os.stat(os.path.join(self.path, name))
+                st = os.lstat(os.path.join(self.path, name))
             except OSError:
                 continue
             entries.append((seq, name, st.st_size, st.st_mtime))
@@ -830,7 +923,7 @@ class SpanLog:
         """Read one segment from ``offset``; None when it has been deleted meanwhile."""
         path = os.path.join(self.path, name)
         try:
-            with open(path, "rb", buffering=0) as f:
+            with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
                 if offset > size:
                     logger.warning("span log %s: %s is shorter than the position read from", self.path, name)
@@ -839,6 +932,8 @@ class SpanLog:
                 data = f.readall()
         except FileNotFoundError:
             return None
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "read segment", path) from exc
         pieces = data.split(b"\n")
@@ -859,7 +954,7 @@ class SpanLog:
             if not self._try_lock_directory():
                 return b""
             try:
-                with open(path, "rb", buffering=0) as f:
+                with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
                     f.seek(tail_start)
                     rest = f.readall()
             except OSError:
@@ -878,7 +973,7 @@ class SpanLog:
         if mark is not None and mark[0] == offset:
             return mark[1]
         try:
-            with open(os.path.join(self.path, name), "rb", buffering=0) as f:
+            with open(_open_regular(os.path.join(self.path, name), os.O_RDONLY), "rb", buffering=0) as f:
                 count = 0
                 remaining = offset
                 while remaining > 0:
@@ -1130,9 +1225,11 @@ class SpanLog:
         for seq, name in reversed(segments):
             path = os.path.join(self.path, name)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = _open_regular(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
+            except StorageError:
+                raise
             except OSError as exc:
                 raise _storage_error(exc, "open segment", path) from exc
             try:
@@ -1148,7 +1245,7 @@ class SpanLog:
         disk_bytes = 0
         for _seq, name in self._list_segments():
             try:
-                disk_bytes += os.stat(os.path.join(self.path, name)).st_size
+                disk_bytes += os.lstat(os.path.join(self.path, name)).st_size
             except FileNotFoundError:
                 continue
             segments += 1
