@@ -275,3 +275,20 @@ def test_planner_uses_an_index_instead_of_scanning(monkeypatch: pytest.MonkeyPat
     checked.clear()
     assert len(find_traces(store, name="common", limit=3)) == 3
     assert len(checked) < 1_000
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+", "(a|a)*", "(a*)*b", "(.*a){20}"])
+def test_matches_takes_linear_time_on_catastrophic_patterns(pattern: str) -> None:
+    """Patterns that make a backtracking engine run for ages (here ~2^60 steps) answer at once: RE2 is linear."""
+    value = "a" * 60 + "!"
+    store = SpanStore()
+    store.add_many(span(1, i, start=i, attributes=AttributeMap.of({"u": value})) for i in range(1, 4))
+    assert query_spans(store, SpanQuery(attributes=[AttributeFilter("u", pattern, "matches")])) == []
+    assert AttributeFilter("u", pattern + "!?", "matches").test("a" * 60) is (pattern != "(a*)*b")
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)a", "(?<!b)a"])
+def test_matches_refuses_what_re2_cannot_match_in_linear_time(pattern: str) -> None:
+    """Backreferences and lookaround are not RE2 (nor TraceQL): refused with the reason, not silently slow."""
+    with pytest.raises(InvalidQueryError, match=r"invalid regular expression .* \(expected RE2 syntax\)"):
+        AttributeFilter("k", pattern, "matches")
