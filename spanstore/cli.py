@@ -960,6 +960,9 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
             except SpanStoreError as error:
                 problems.append(str(error))
                 continue
+            except Exception as error:  # read_file reports bad content itself; a bug in it must not stop the rest
+                problems.append(f"{file}: not imported: {type(error).__name__}: {error}")
+                continue
             counts["valid"] += len(result.spans)
             counts["invalid"] += result.skipped_spans
             counts["corrupt"] += len(result.corrupt_lines)
