@@ -55,6 +55,7 @@ DEFAULT_PATH = ".spanstore"
 _NO_STORE_HINT = "run `spanstore demo` or attach FileBasedSpanProcessor first"
 _IMPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 _PROBLEMS_SHOWN = 5
+_PROBLEMS_KEPT = 1000  # problems whose text `import` keeps (and -v lists); the rest are counted
 _FOLLOW_INTERVAL_SECONDS = 0.5
 _sleep = time.sleep  # the follow loop's pause (tests replace it)
 
@@ -947,7 +948,9 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
     if path.exists() and files:
         with _open_existing_log(path) as existing:
             seen = {_import_key(span) for span in existing.read()[0]}
-    counts = {"valid": 0, "loaded": 0, "duplicates": 0, "invalid": 0, "corrupt": 0, "other": 0, "files_loaded": 0}
+    counts = dict.fromkeys(
+        ("valid", "loaded", "duplicates", "invalid", "corrupt", "other", "files_loaded", "problems_not_kept"), 0
+    )
     traces: set[str] = set()
     log: SpanLog | None = None
     progress = _progress(files, out)
@@ -965,10 +968,17 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
                 continue
             counts["valid"] += len(result.spans)
             counts["invalid"] += result.skipped_spans
-            counts["corrupt"] += len(result.corrupt_lines)
+            counts["corrupt"] += result.corrupt_line_count
             counts["other"] += result.other_signal_lines
-            problems.extend(str(error) for error in result.corrupt_lines)
-            problems.extend(str(issue) for issue in result.issues)
+            # Keep the text of the first problems only: a hostile input can have millions (counted, not kept).
+            counts["problems_not_kept"] += (result.corrupt_line_count - len(result.corrupt_lines)) + (
+                result.issue_count - len(result.issues)
+            )
+            for problem in [*result.corrupt_lines, *result.issues]:
+                if len(problems) < _PROBLEMS_KEPT:
+                    problems.append(str(problem))
+                else:
+                    counts["problems_not_kept"] += 1
             fresh = []
             for span in result.spans:
                 key = _import_key(span)
@@ -1003,6 +1013,7 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
         "corrupt_lines": counts["corrupt"],
         "other_signal_lines": counts["other"],
         "problems": problems,
+        "problems_not_listed": counts["problems_not_kept"],
     }
     if out.json:
         out.record(summary)
@@ -1046,9 +1057,15 @@ def _print_import_summary(out: _Output, summary: dict[str, Any], valid: int, ver
     if shown:
         console.print(Text("Skipped " + ", ".join(shown) + "."))
     problems = summary["problems"]
+    total = len(problems) + summary["problems_not_listed"]
     if problems:
         listed = problems if verbose else problems[:_PROBLEMS_SHOWN]
-        more = "" if len(listed) == len(problems) else f" (first {len(listed)} of {len(problems)}; -v lists all)"
+        if len(listed) == total:
+            more = ""
+        elif len(listed) < len(problems):
+            more = f" (first {len(listed)} of {total:,}; -v lists {'all' if total == len(problems) else len(problems)})"
+        else:
+            more = f" (first {len(listed)} of {total:,})"
         console.print(Text(f"Problems{more}:", style="yellow"))
         for problem in listed:
             console.print(Text("  " + _clip(problem, 300)), soft_wrap=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import sys
@@ -509,13 +510,20 @@ class DecodedLine(msgspec.Struct):
     skipped_spans: int = 0
 
 
+#: How many corrupt lines and how many issues a :class:`ReadResult` keeps with their text (the rest are counted).
+MAX_PROBLEMS_KEPT = 1000
+
+
 class ReadResult(msgspec.Struct):
     """What :func:`read_file` found in a file.
 
-    ``lines`` counts the non-blank lines read (1 for a whole JSON document); ``corrupt_lines`` holds one
-    :class:`~spanstore.errors.CorruptLineError` per line that is not a ``TracesData`` object (its ``source`` and
-    ``line_number`` say where); ``other_signal_lines`` counts metric, log and profile lines (skipped);
-    ``skipped_spans`` counts the spans of valid lines that were not loaded (each is explained in ``issues``).
+    ``lines`` counts the non-blank lines read (1 for a whole JSON document); ``corrupt_lines`` holds a
+    :class:`~spanstore.errors.CorruptLineError` (without traceback) for each of the first
+    :data:`MAX_PROBLEMS_KEPT` lines that are not a ``TracesData`` object (its ``source`` and ``line_number`` say
+    where), and ``corrupt_line_count`` counts them all; ``other_signal_lines`` counts metric, log and profile lines
+    (skipped); ``skipped_spans`` counts the spans of valid lines that were not loaded, explained by ``issues``
+    (the first :data:`MAX_PROBLEMS_KEPT` of them; ``issue_count`` counts them all). So a hostile file of a
+    million bad lines costs counters, not a million kept errors.
     """
 
     spans: list[StoredSpan]
@@ -524,6 +532,23 @@ class ReadResult(msgspec.Struct):
     corrupt_lines: list[CorruptLineError] = msgspec.field(default_factory=list)
     other_signal_lines: int = 0
     skipped_spans: int = 0
+    corrupt_line_count: int = 0
+    issue_count: int = 0
+
+    def add_corrupt_line(self, error: CorruptLineError) -> None:
+        """Count a corrupt line; keep it (its text, not its traceback and frames) if fewer than the cap are kept."""
+        self.corrupt_line_count += 1
+        if len(self.corrupt_lines) < MAX_PROBLEMS_KEPT:
+            error.__traceback__ = None
+            error.__context__ = None
+            self.corrupt_lines.append(error)
+
+    def add_issues(self, issues: list[DecodeIssue]) -> None:
+        """Count issues; keep those that fit under the cap."""
+        self.issue_count += len(issues)
+        room = MAX_PROBLEMS_KEPT - len(self.issues)
+        if room > 0:
+            self.issues.extend(issues[:room])
 
 
 class _Invalid(Exception):
@@ -1747,10 +1772,13 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
             result.lines = 1
             _add(result, document, source, 1)
             return result
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    # BytesIO yields one line at a time (split at "\n" only): no list of a million line objects at once.
+    for number, line in enumerate(io.BytesIO(data), start=1):
         if not line.strip():
             continue
         result.lines += 1
+        if line[-1:] == b"\n":
+            line = line[:-1]
         spans = _fast_spans(line)
         if spans is not None:
             result.spans.extend(spans)
@@ -1758,7 +1786,7 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
         try:
             document = _parse(line, source, number)
         except CorruptLineError as error:
-            result.corrupt_lines.append(error)
+            result.add_corrupt_line(error)
             continue
         _add(result, document, source, number)
     return result
@@ -1768,16 +1796,16 @@ def _add(result: ReadResult, document: Any, source: str, line_number: int) -> No
     if foreign.recognize(document) is not None:  # a Zipkin or Jaeger file: converted, for import
         spans, issues = foreign.convert(document, source, line_number)
         result.spans.extend(spans)
-        result.issues.extend(issues)
+        result.add_issues(issues)
         result.skipped_spans += len(issues)
         return
     try:
         decoded = _decode_document(document, source, line_number)
     except CorruptLineError as error:
-        result.corrupt_lines.append(error)
+        result.add_corrupt_line(error)
         return
     if decoded.other_signal is not None:
         result.other_signal_lines += 1
     result.spans.extend(decoded.spans)
-    result.issues.extend(decoded.issues)
+    result.add_issues(decoded.issues)
     result.skipped_spans += decoded.skipped_spans

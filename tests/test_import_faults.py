@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spanstore import otlp
 from spanstore.cli import main
 from spanstore.otlp import read_file
 
@@ -208,3 +209,30 @@ def test_import_goes_on_past_broken_files(tmp_path: Path, capsys: pytest.Capture
     assert summary["spans_loaded"] == 4 and summary["invalid_spans"] == 2
     assert any("a-broken-zipkin.json" in p for p in summary["problems"])
     assert any("b-broken-jaeger.json" in p for p in summary["problems"])
+
+
+def test_many_corrupt_lines_keep_a_bounded_number_of_problems_without_tracebacks(tmp_path: Path) -> None:
+    """10,000 corrupt lines and 2,000 invalid spans: counted exactly, at most MAX_PROBLEMS_KEPT of each kept,
+    and no kept error holds a traceback (whose frames cost ~3 KB a line)."""
+    good = (FIXTURES / "otlp.jsonl").read_bytes().splitlines()[1]
+    invalid = good.replace(b'"traceId":"0af7651916cd43dd8448eb211c80319c"', b'"traceId":"zz"')
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"{x}\n" * 10_000 + invalid + b"\n" + (invalid + b"\n") * 1_999 + good + b"\n")
+    result = read_file(path)
+    assert result.corrupt_line_count == 10_000 and len(result.corrupt_lines) == otlp.MAX_PROBLEMS_KEPT
+    assert result.issue_count == 2_000 and len(result.issues) == otlp.MAX_PROBLEMS_KEPT
+    assert result.skipped_spans == 2_000 and len(result.spans) == 1
+    assert all(e.__traceback__ is None and e.__context__ is None for e in result.corrupt_lines)
+    assert result.corrupt_lines[-1].line_number == otlp.MAX_PROBLEMS_KEPT
+
+
+def test_import_of_many_bad_lines_lists_a_bounded_number_of_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spanstore import --json` of 3,000 bad lines counts them all and lists the first 1,000 problems."""
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"{x}\n" * 3_000 + (FIXTURES / "otlp.jsonl").read_bytes())
+    assert main(["--path", str(tmp_path / "store"), "import", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["corrupt_lines"] == 3_000 and summary["spans_loaded"] == 2
+    assert len(summary["problems"]) == 1_000 and summary["problems_not_listed"] == 2_000
