@@ -56,6 +56,7 @@ _NO_STORE_HINT = "run `spanstore demo` or attach FileBasedSpanProcessor first"
 _IMPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 _PROBLEMS_SHOWN = 5
 _PROBLEMS_KEPT = 1000  # problems whose text `import` keeps (and -v lists); the rest are counted
+_IMPORT_BATCH_SPANS = 200_000  # spans read before one duplicate look-up in the store (one scan of its log)
 _FOLLOW_INTERVAL_SECONDS = 0.5
 _sleep = time.sleep  # the follow loop's pause (tests replace it)
 
@@ -944,15 +945,47 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
 
     path = _store_path(args)
     files, problems = _expand_inputs(args.inputs, path)
+    # Duplicates are found by looking up the traces being imported in the store (SpanLog.read(trace_ids=...):
+    # only log lines naming them are decoded), a batch of input files at a time, never by decoding the whole log.
+    existing: SpanLog | None = _open_existing_log(path) if path.exists() and files else None
     seen: set[tuple[object, ...]] = set()
-    if path.exists() and files:
-        with _open_existing_log(path) as existing:
-            seen = {_import_key(span) for span in existing.read()[0]}
+    looked_up: set[str] = set()  # trace ids already looked up in the store
     counts = dict.fromkeys(
         ("valid", "loaded", "duplicates", "invalid", "corrupt", "other", "files_loaded", "problems_not_kept"), 0
     )
     traces: set[str] = set()
     log: SpanLog | None = None
+    batch: list[list[StoredSpan]] = []  # spans of files read but not yet written, per file
+    batch_spans = 0
+
+    def write_batch() -> None:
+        nonlocal log, batch_spans
+        new_traces = {span.trace_id for spans in batch for span in spans} - looked_up
+        if existing is not None and new_traces:
+            seen.update(_import_key(span) for span in existing.read(trace_ids=new_traces)[0])
+        looked_up.update(new_traces)
+        for spans in batch:
+            fresh = []
+            for span in spans:
+                key = _import_key(span)
+                if key in seen:
+                    counts["duplicates"] += 1
+                else:
+                    seen.add(key)
+                    fresh.append(span)
+            if not fresh:
+                continue
+            if log is None:
+                from spanstore.log import SpanLog
+
+                log = SpanLog(path, fsync="interval")
+            log.append(fresh)
+            counts["loaded"] += len(fresh)
+            counts["files_loaded"] += 1
+            traces.update(span.trace_id for span in fresh)
+        batch.clear()
+        batch_spans = 0
+
     progress = _progress(files, out)
     try:
         for file in files:
@@ -979,29 +1012,19 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
                     problems.append(str(problem))
                 else:
                     counts["problems_not_kept"] += 1
-            fresh = []
-            for span in result.spans:
-                key = _import_key(span)
-                if key in seen:
-                    counts["duplicates"] += 1
-                else:
-                    seen.add(key)
-                    fresh.append(span)
-            if not fresh:
-                continue
-            if log is None:
-                from spanstore.log import SpanLog
-
-                log = SpanLog(path, fsync="interval")
-            log.append(fresh)
-            counts["loaded"] += len(fresh)
-            counts["files_loaded"] += 1
-            traces.update(span.trace_id for span in fresh)
+            if result.spans:
+                batch.append(result.spans)
+                batch_spans += len(result.spans)
+                if batch_spans >= _IMPORT_BATCH_SPANS:
+                    write_batch()
+        write_batch()
     finally:
         if progress is not None:
             progress.close()
         if log is not None:
             log.close()
+        if existing is not None:
+            existing.close()
     summary = {
         "path": str(path),
         "files": len(files),

@@ -16,9 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import spanstore.log as log_module
 from spanstore import otlp
 from spanstore.cli import main
+from spanstore.log import SpanLog
 from spanstore.otlp import read_file
+from tests.test_log import line_spans
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
 FORMATS = ("otlp.jsonl", "zipkin.json", "jaeger.json")
@@ -236,3 +239,25 @@ def test_import_of_many_bad_lines_lists_a_bounded_number_of_problems(
     summary = json.loads(capsys.readouterr().out)
     assert summary["corrupt_lines"] == 3_000 and summary["spans_loaded"] == 2
     assert len(summary["problems"]) == 1_000 and summary["problems_not_listed"] == 2_000
+
+
+def test_import_finds_duplicates_without_decoding_the_whole_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing into a big store decodes only the store's lines naming the imported traces, yet still finds the
+    spans it already holds."""
+    store = tmp_path / "store"
+    with SpanLog(store, fsync="never") as log:
+        for batch in line_spans(100, per_line=4):  # 100 lines of other traces
+            log.append(batch)
+    first = tmp_path / "first.jsonl"
+    first.write_bytes((FIXTURES / "otlp.jsonl").read_bytes())
+    assert main(["--path", str(store), "import", str(first), "--json"]) == 0
+    capsys.readouterr()
+    decoded: list[int] = []
+    real_decode = log_module.decode_line
+    monkeypatch.setattr(log_module, "decode_line", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    assert main(["--path", str(store), "import", str(first), str(FIXTURES / "zipkin.json"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["duplicate_spans"] == 2 and summary["spans_loaded"] == 2  # the OTLP file again; Zipkin is new
+    assert len(decoded) <= 2  # the store's 102 lines: only the 2 naming the OTLP file's trace were decoded

@@ -177,3 +177,17 @@ def test_nothing_is_written_outside_the_store_directory(tmp_path: Path) -> None:
         with SpanLog(store, segment_max_bytes=1) as log, pytest.raises(StorageError):
             log.append(batches[0])
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+
+
+def test_read_trace_ids_returns_every_span_of_those_traces(tmp_path: Path) -> None:
+    """read(trace_ids=...) holds every span of the named traces that a full read holds (lines are whole batches)."""
+    batches = _existing_store(tmp_path / "store", 20)
+    wanted = {batches[3][0].trace_id, batches[17][2].trace_id}
+    with SpanLog(tmp_path / "store") as log:
+        everything, end = log.read()
+        some, some_end = log.read(trace_ids=wanted)
+        with pytest.raises(ValueError, match="not both"):
+            log.read(containing=b"x", trace_ids=wanted)
+    assert some_end == end
+    assert [s for s in some if s.trace_id in wanted] == [s for s in everything if s.trace_id in wanted] != []
+    assert len(some) < len(everything)
