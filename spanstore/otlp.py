@@ -1711,7 +1711,9 @@ def _parse(data: bytes | str, source: str, line_number: int) -> Any:
                     f"expected UTF-8 text, got invalid bytes ({utf8_error})", source=source, line_number=line_number
                 ) from None
         try:
-            return json.loads(data)
+            # The stdlib reads escaped lone surrogates ("\ud800") that msgspec refuses: replace them here, as
+            # the log would on writing, so an imported span in memory equals the same span read back.
+            return _without_surrogates(json.loads(data))
         except json.JSONDecodeError as json_error:
             if json_error.msg == "Extra data":  # more than one document on the line
                 raise CorruptLineError(
