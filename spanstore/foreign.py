@@ -85,6 +85,26 @@ class _Invalid(ValueError):
 
 _MAX_NANOS = 2**64  # OTLP times are fixed64 nanoseconds
 
+#: What a reader puts in place of a value nested too deep to parse (see ``spanstore.otlp._cut_deep``): a string no
+#: JSON writer emits, so the span (resource, scope) holding it is rejected and its neighbours are kept.
+TOO_DEEP = "\x00spanstore:nested-too-deep"
+TOO_DEEP_JSON = b'"\\u0000spanstore:nested-too-deep"'
+
+
+def holds_too_deep(value: Any) -> bool:
+    """True when ``value`` holds :data:`TOO_DEEP` anywhere (an iterative walk: O(size), no recursion)."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        if type(item) is dict:
+            push(item.values())
+        elif type(item) is list:
+            push(item)
+        elif item == TOO_DEEP:
+            return True
+    return False
+
 
 def _clip(value: Any, width: int = 60) -> str:
     try:
@@ -94,11 +114,15 @@ def _clip(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _span_or_issue(make: Any, where: str, spans: list[StoredSpan], issues: list[Any], source: str, line: int) -> None:
+def _span_or_issue(
+    make: Any, where: str, spans: list[StoredSpan], issues: list[Any], source: str, line: int, item: Any, deep: bool
+) -> None:
     """Convert one span into ``spans``, or explain in ``issues`` why not: never raises, whatever the input."""
     from spanstore.otlp import DecodeIssue
 
     try:
+        if deep and holds_too_deep(item):
+            raise RecursionError
         spans.append(make())
     except _Invalid as error:
         issues.append(DecodeIssue(source, line, where, str(error)))
@@ -112,12 +136,13 @@ def _span_or_issue(make: Any, where: str, spans: list[StoredSpan], issues: list[
         )
 
 
-def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSpan], list[Any]]:
+def convert(document: Any, source: str, line_number: int, deep: bool = False) -> tuple[list[StoredSpan], list[Any]]:
     """The spans of a Zipkin or Jaeger document and a :class:`~spanstore.otlp.DecodeIssue` per skipped span.
 
     Never raises: a span that cannot be converted (whatever its shape) costs that span alone, and a trace or
     document of the wrong shape costs its spans; each gets an issue saying where (``source``, ``line_number``,
-    a JSON path) and what was expected.
+    a JSON path) and what was expected. ``deep``: values nested too deep to parse were replaced by
+    :data:`TOO_DEEP`, and a span holding one is rejected.
     """
     from spanstore.otlp import DecodeIssue
 
@@ -128,7 +153,14 @@ def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSp
         items = document if isinstance(document, list) else [document]
         for index, item in enumerate(items):
             _span_or_issue(
-                lambda item=item: _zipkin_span(item), f"[{index}] (Zipkin span)", spans, issues, source, line_number
+                lambda item=item: _zipkin_span(item),
+                f"[{index}] (Zipkin span)",
+                spans,
+                issues,
+                source,
+                line_number,
+                item,
+                deep,
             )
     elif kind == "jaeger":
         data = document.get("data", document)
@@ -150,6 +182,17 @@ def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSp
                         f"expected an object of processes, got {_clip(trace.get('processes'))} (ignored)",
                     )
                 )
+            if deep:
+                for key in [key for key, process in processes.items() if holds_too_deep(process)]:
+                    del processes[key]
+                    issues.append(
+                        DecodeIssue(
+                            source,
+                            line_number,
+                            f"data[{t}].processes.{key}",
+                            "expected values nested a few hundred levels at most (process ignored)",
+                        )
+                    )
             trace_spans = trace.get("spans") or []
             if not isinstance(trace_spans, list):
                 issues.append(
@@ -166,6 +209,8 @@ def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSp
                     issues,
                     source,
                     line_number,
+                    item,
+                    deep,
                 )
     return spans, issues
 

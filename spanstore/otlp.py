@@ -43,6 +43,7 @@ import binascii
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
@@ -1216,9 +1217,11 @@ def _not_traces(document: Any) -> str:
     return f"{expected}, got an object with keys {keys}{hint}"
 
 
-def _decode_document(document: Any, source: str, line_number: int) -> DecodedLine:
+def _decode_document(document: Any, source: str, line_number: int, deep: bool = False) -> DecodedLine:
+    """The spans of a parsed line; ``deep``: values nested too deep were cut (reject the spans holding one)."""
     if type(document) is not dict:
-        raise CorruptLineError(_not_traces(document), source=source, line_number=line_number)
+        message = _DEEP_LINE_MESSAGE if deep else _not_traces(document)
+        raise CorruptLineError(message, source=source, line_number=line_number)
     for top in _RESOURCE_SPANS_KEYS:
         if top in document:
             resource_spans = document[top]
@@ -1227,7 +1230,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
         for key, signal in _OTHER_SIGNALS.items():
             if key in document:
                 return DecodedLine(spans=[], other_signal=signal)
-        raise CorruptLineError(_not_traces(document), source=source, line_number=line_number)
+        message = _DEEP_LINE_MESSAGE if deep else _not_traces(document)
+        raise CorruptLineError(message, source=source, line_number=line_number)
     if resource_spans is None:  # protojson: null is the default value, an empty list
         resource_spans = []
     if type(resource_spans) is not list:
@@ -1262,6 +1266,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
             issues.append(DecodeIssue(source, line_number, r_where, message))
             continue
         try:
+            if deep and foreign.holds_too_deep([v for k, v in entry.items() if k != scope_key]):
+                raise RecursionError  # a value of the resource was nested too deep to parse: the same verdict
             resource = _resource(entry.get("resource"), _field(entry, "schemaUrl", "schema_url"))
         except RecursionError:
             problem = _too_deep("resource")
@@ -1301,6 +1307,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
                 continue
             try:
                 try:
+                    if deep and foreign.holds_too_deep([v for k, v in group.items() if k != "spans"]):
+                        raise RecursionError
                     scope = _scope(
                         _field(group, scope_field, scope_snake), _field(group, "schemaUrl", "schema_url"), scope_field
                     )
@@ -1318,6 +1326,10 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
                 )
                 continue
             for index, obj in enumerate(span_list):
+                if deep and foreign.holds_too_deep(obj):
+                    skipped += 1
+                    issues.append(DecodeIssue(source, line_number, f"{s_where}.spans[{index}]", _TOO_DEEP_MESSAGE))
+                    continue
                 try:
                     try:
                         append(_span(obj, resource, scope))
@@ -1332,8 +1344,12 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
     return DecodedLine(spans=spans, issues=issues, skipped_spans=skipped)
 
 
+_DEEP_LINE_MESSAGE = "expected JSON nested a few hundred levels deep at most, got deeper nesting"
+_TOO_DEEP_MESSAGE = "expected attribute values nested a few hundred levels deep at most, got deeper nesting"
+
+
 def _too_deep(path: str) -> _Invalid:
-    return _Invalid(path, "expected attribute values nested a few hundred levels deep at most, got deeper nesting")
+    return _Invalid(path, _TOO_DEEP_MESSAGE)
 
 
 def _count_spans(scope_spans: list[Any]) -> int:
@@ -1680,26 +1696,75 @@ def decode_line(line: bytes | str, *, source: str = "<memory>", line_number: int
     spans = _fast_spans(line)
     if spans is not None:
         return DecodedLine(spans=spans)
-    return _decode_document(_parse(line, source, line_number), source, line_number)
+    document, deep = _parse(line, source, line_number)
+    return _decode_document(document, source, line_number, deep)
 
 
-def _parse(data: bytes | str, source: str, line_number: int) -> Any:
+#: Containers nested deeper than this in a line too deep for msgspec are replaced by TOO_DEEP before decoding.
+_CUT_DEPTH = 200
+_JSON_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _cut_deep(data: bytes) -> bytes:
+    """``data`` with every JSON array or object opened deeper than ``_CUT_DEPTH`` replaced by the TOO_DEEP string.
+
+    O(len(data)), no recursion: so a line holding one absurdly nested value still parses, and only the span (or
+    resource, or scope) holding that value is rejected, not its valid neighbours on the line.
+    """
+    out = []
+    depth = 0
+    last = 0
+    cut_from = -1
+    limit = _CUT_DEPTH
+    for match in _JSON_STRING_OR_BRACKET.finditer(data):
+        start = match.start()
+        char = data[start]
+        if char == 0x22:  # a string: skipped whole, brackets inside it do not count
+            continue
+        if char == 0x5B or char == 0x7B:  # [ {
+            depth += 1
+            if depth == limit + 1:
+                cut_from = start
+        else:
+            if depth == limit + 1 and cut_from >= 0:
+                out.append(data[last:cut_from])
+                out.append(foreign.TOO_DEEP_JSON)
+                last = match.end()
+                cut_from = -1
+            depth -= 1
+    out.append(data[last:])
+    return b"".join(out)
+
+
+def _parse(data: bytes | str, source: str, line_number: int) -> tuple[Any, bool]:
     """JSON to builtins with msgspec; stdlib json as a fallback for what msgspec refuses but JSON writers emit.
 
     The fallback covers escaped lone surrogates (``"\\ud800"``, which Python's json writes for such strings)
-    and bare ``NaN``/``Infinity``; it costs nothing on the normal path.
+    and bare ``NaN``/``Infinity``; it costs nothing on the normal path. Returns the document and whether values
+    nested too deep were replaced by :data:`spanstore.foreign.TOO_DEEP` (the spans holding one must be rejected).
     """
+    try:
+        return _parse_flat(data, source, line_number), False
+    except RecursionError:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
+        try:
+            return _parse_flat(_cut_deep(bytes(data)), source, line_number), True
+        except RecursionError:
+            raise CorruptLineError(
+                _DEEP_LINE_MESSAGE,
+                source=source,
+                line_number=line_number,
+            ) from None
+
+
+def _parse_flat(data: bytes | str, source: str, line_number: int) -> Any:
+    """_parse for a line nested less deeply than msgspec's limit (RecursionError otherwise)."""
     try:
         return _decoder.decode(data)
     except UnicodeDecodeError as error:
         raise CorruptLineError(
             f"expected UTF-8 text, got invalid bytes ({error})", source=source, line_number=line_number
-        ) from None
-    except RecursionError:
-        raise CorruptLineError(
-            "expected JSON nested a few hundred levels deep at most, got deeper nesting",
-            source=source,
-            line_number=line_number,
         ) from None
     except msgspec.DecodeError as error:
         # Classify by our own checks, never by msgspec's wording, which changes between releases.
@@ -1767,12 +1832,12 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
             result.spans = spans
             return result
         try:
-            document = _parse(data, source, 1)
+            document, deep = _parse(data, source, 1)
         except CorruptLineError:
             pass
         else:
             result.lines = 1
-            _add(result, document, source, 1)
+            _add(result, document, source, 1, deep)
             return result
     # BytesIO yields one line at a time (split at "\n" only): no list of a million line objects at once.
     for number, line in enumerate(io.BytesIO(data), start=1):
@@ -1786,23 +1851,23 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
             result.spans.extend(spans)
             continue
         try:
-            document = _parse(line, source, number)
+            document, deep = _parse(line, source, number)
         except CorruptLineError as error:
             result.add_corrupt_line(error)
             continue
-        _add(result, document, source, number)
+        _add(result, document, source, number, deep)
     return result
 
 
-def _add(result: ReadResult, document: Any, source: str, line_number: int) -> None:
+def _add(result: ReadResult, document: Any, source: str, line_number: int, deep: bool = False) -> None:
     if foreign.recognize(document) is not None:  # a Zipkin or Jaeger file: converted, for import
-        spans, issues = foreign.convert(document, source, line_number)
+        spans, issues = foreign.convert(document, source, line_number, deep)
         result.spans.extend(spans)
         result.add_issues(issues)
         result.skipped_spans += len(issues)
         return
     try:
-        decoded = _decode_document(document, source, line_number)
+        decoded = _decode_document(document, source, line_number, deep)
     except CorruptLineError as error:
         result.add_corrupt_line(error)
         return

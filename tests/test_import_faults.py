@@ -261,3 +261,45 @@ def test_import_finds_duplicates_without_decoding_the_whole_store(
     summary = json.loads(capsys.readouterr().out)
     assert summary["duplicate_spans"] == 2 and summary["spans_loaded"] == 2  # the OTLP file again; Zipkin is new
     assert len(decoded) <= 2  # the store's 102 lines: only the 2 naming the OTLP file's trace were decoded
+
+
+def _deep_value(depth: int) -> bytes:
+    return b'{"kvlistValue":{"values":[{"key":"k","value":' * depth + b'{"stringValue":"x"}' + b"}]}}" * depth
+
+
+@pytest.mark.parametrize("depth", [400, 100_000])
+def test_a_span_nested_too_deep_rejects_only_that_span(tmp_path: Path, depth: int) -> None:
+    """A span whose attribute is nested 400 (or 100,000) levels deep is rejected alone; its neighbours on the same
+    line load, from an imported file and from a store's segment alike."""
+    good = (FIXTURES / "otlp.jsonl").read_bytes().splitlines()[0]
+    span_start = good.index(b'{"traceId"')
+    span_end = good.rindex(b"]}]}]}")
+    span = good[span_start:span_end]
+    deep = span.replace(b'"attributes":[', b'"attributes":[{"key":"deep","value":' + _deep_value(depth) + b"},", 1)
+    assert deep != span
+    deep = deep.replace(b'"b7ad6b7169203331"', b'"d7ad6b7169203333"', 1)
+    line = good[:span_start] + b",".join([span, deep, span.replace(b"b7ad6b", b"e7ad6b", 1)]) + good[span_end:]
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(line + b"\n")
+    result = read_file(path)
+    assert [s.span_id for s in result.spans] == ["b7ad6b7169203331", "e7ad6b7169203331"]
+    [issue] = result.issues
+    assert issue.where.endswith("spans[1]") and "nested" in issue.message and result.corrupt_lines == []
+    store = tmp_path / "store"
+    SpanLog(store).close()
+    (store / "spans-000001.jsonl").write_bytes(line + b"\n")
+    with SpanLog(store) as log:
+        assert [s.span_id for s in log.read()[0]] == ["b7ad6b7169203331", "e7ad6b7169203331"]
+        assert log.stats().invalid_spans == 1 and log.stats().skipped_line_count == 0
+
+
+def test_a_zipkin_span_nested_too_deep_rejects_only_that_span(tmp_path: Path) -> None:
+    """In a Zipkin array, one span with a tag nested 5,000 levels deep is rejected; the others load."""
+    spans = (FIXTURES / "zipkin.json").read_bytes()
+    deep = spans.replace(b'"tags":{"db.statement":"select 1"}', b'"tags":{"q":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert deep != spans
+    path = tmp_path / "zipkin.json"
+    path.write_bytes(deep)
+    result = read_file(path)
+    assert [s.span_id for s in result.spans] == ["bf396325699c84bf"]
+    assert "[1]" in result.issues[0].where and "nested" in result.issues[0].message
