@@ -254,13 +254,17 @@ def _open_regular(path: str | os.PathLike[str], flags: int) -> int:
             found = _file_kind(mode)
         raise _not_regular(path, found) from None
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
     except OSError:
         os.close(fd)
         raise
-    if not stat_module.S_ISREG(mode):
+    if not stat_module.S_ISREG(st.st_mode):
         os.close(fd)
-        raise _not_regular(path, _file_kind(mode))
+        raise _not_regular(path, _file_kind(st.st_mode))
+    if st.st_nlink > 1 and flags & (os.O_WRONLY | os.O_RDWR):
+        # A hard link planted under a store file's name would make us write into a file that lives elsewhere.
+        os.close(fd)
+        raise _not_regular(path, f"a file with {st.st_nlink} hard links (another name outside the store?)")
     return fd
 
 

@@ -191,3 +191,15 @@ def test_read_trace_ids_returns_every_span_of_those_traces(tmp_path: Path) -> No
     assert some_end == end
     assert [s for s in some if s.trace_id in wanted] == [s for s in everything if s.trace_id in wanted] != []
     assert len(some) < len(everything)
+
+
+def test_a_hard_link_planted_as_a_segment_is_not_written_through(tmp_path: Path) -> None:
+    """A hard link under a segment's name (another name for a file outside the store) is refused for writing."""
+    store = tmp_path / "store"
+    batches = _existing_store(store)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    os.link(victim, store / segment_name(999_999))
+    with SpanLog(store, fsync="never") as log, pytest.raises(StorageError, match="2 hard links"):
+        log.append(batches[0])
+    assert victim.read_bytes() == b"precious\n"
