@@ -58,6 +58,8 @@ DEFAULT_PATH = ".spanstore"
 _NO_STORE_HINT = "run `spanstore demo` or attach FileBasedSpanProcessor first"
 _IMPORT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 _PROBLEMS_SHOWN = 5
+_PROBLEMS_KEPT = 1000  # problems whose text `import` keeps (and -v lists); the rest are counted
+_IMPORT_BATCH_SPANS = 200_000  # spans read before one duplicate look-up in the store (one scan of its log)
 _FOLLOW_INTERVAL_SECONDS = 0.5
 _sleep = time.sleep  # the follow loop's pause (tests replace it)
 
@@ -1155,31 +1157,28 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
 
     path = _store_path(args)
     files, problems = _expand_inputs(args.inputs, path)
+    # Duplicates are found by looking up the traces being imported in the store (SpanLog.read(trace_ids=...):
+    # only log lines naming them are decoded), a batch of input files at a time, never by decoding the whole log.
+    existing: SpanLog | None = _open_existing_log(path) if path.exists() and files else None
     seen: set[tuple[object, ...]] = set()
-    if path.exists() and files:
-        with _open_existing_log(path) as existing:
-            seen = {_import_key(span) for span in existing.read()[0]}
-    counts = {"valid": 0, "loaded": 0, "duplicates": 0, "invalid": 0, "corrupt": 0, "other": 0, "files_loaded": 0}
+    looked_up: set[str] = set()  # trace ids already looked up in the store
+    counts = dict.fromkeys(
+        ("valid", "loaded", "duplicates", "invalid", "corrupt", "other", "files_loaded", "problems_not_kept"), 0
+    )
     traces: set[str] = set()
     log: SpanLog | None = None
-    progress = _progress(files, out)
-    try:
-        for file in files:
-            if progress is not None:
-                progress.advance(file)
-            try:
-                result = read_file(file)
-            except SpanStoreError as error:
-                problems.append(str(error))
-                continue
-            counts["valid"] += len(result.spans)
-            counts["invalid"] += result.skipped_spans
-            counts["corrupt"] += len(result.corrupt_lines)
-            counts["other"] += result.other_signal_lines
-            problems.extend(str(error) for error in result.corrupt_lines)
-            problems.extend(str(issue) for issue in result.issues)
+    batch: list[list[StoredSpan]] = []  # spans of files read but not yet written, per file
+    batch_spans = 0
+
+    def write_batch() -> None:
+        nonlocal log, batch_spans
+        new_traces = {span.trace_id for spans in batch for span in spans} - looked_up
+        if existing is not None and new_traces:
+            seen.update(_import_key(span) for span in existing.read(trace_ids=new_traces)[0])
+        looked_up.update(new_traces)
+        for spans in batch:
             fresh = []
-            for span in result.spans:
+            for span in spans:
                 key = _import_key(span)
                 if key in seen:
                     counts["duplicates"] += 1
@@ -1196,11 +1195,48 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
             counts["loaded"] += len(fresh)
             counts["files_loaded"] += 1
             traces.update(span.trace_id for span in fresh)
+        batch.clear()
+        batch_spans = 0
+
+    progress = _progress(files, out)
+    try:
+        for file in files:
+            if progress is not None:
+                progress.advance(file)
+            try:
+                result = read_file(file)
+            except SpanStoreError as error:
+                problems.append(str(error))
+                continue
+            except Exception as error:  # read_file reports bad content itself; a bug in it must not stop the rest
+                problems.append(f"{file}: not imported: {type(error).__name__}: {error}")
+                continue
+            counts["valid"] += len(result.spans)
+            counts["invalid"] += result.skipped_spans
+            counts["corrupt"] += result.corrupt_line_count
+            counts["other"] += result.other_signal_lines
+            # Keep the text of the first problems only: a hostile input can have millions (counted, not kept).
+            counts["problems_not_kept"] += (result.corrupt_line_count - len(result.corrupt_lines)) + (
+                result.issue_count - len(result.issues)
+            )
+            for problem in [*result.corrupt_lines, *result.issues]:
+                if len(problems) < _PROBLEMS_KEPT:
+                    problems.append(str(problem))
+                else:
+                    counts["problems_not_kept"] += 1
+            if result.spans:
+                batch.append(result.spans)
+                batch_spans += len(result.spans)
+                if batch_spans >= _IMPORT_BATCH_SPANS:
+                    write_batch()
+        write_batch()
     finally:
         if progress is not None:
             progress.close()
         if log is not None:
             log.close()
+        if existing is not None:
+            existing.close()
     summary = {
         "path": str(path),
         "files": len(files),
@@ -1212,6 +1248,7 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
         "corrupt_lines": counts["corrupt"],
         "other_signal_lines": counts["other"],
         "problems": problems,
+        "problems_not_listed": counts["problems_not_kept"],
     }
     if out.json:
         out.record(summary)
@@ -1255,9 +1292,15 @@ def _print_import_summary(out: _Output, summary: dict[str, Any], valid: int, ver
     if shown:
         console.print(Text("Skipped " + ", ".join(shown) + "."))
     problems = summary["problems"]
+    total = len(problems) + summary["problems_not_listed"]
     if problems:
         listed = problems if verbose else problems[:_PROBLEMS_SHOWN]
-        more = "" if len(listed) == len(problems) else f" (first {len(listed)} of {len(problems)}; -v lists all)"
+        if len(listed) == total:
+            more = ""
+        elif len(listed) < len(problems):
+            more = f" (first {len(listed)} of {total:,}; -v lists {'all' if total == len(problems) else len(problems)})"
+        else:
+            more = f" (first {len(listed)} of {total:,})"
         console.print(Text(f"Problems{more}:", style="yellow"))
         for problem in listed:
             console.print(Text("  " + _clip(problem, 300)), soft_wrap=True)

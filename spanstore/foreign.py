@@ -83,8 +83,67 @@ class _Invalid(ValueError):
     pass
 
 
-def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSpan], list[Any]]:
-    """The spans of a Zipkin or Jaeger document and a :class:`~spanstore.otlp.DecodeIssue` per skipped span."""
+_MAX_NANOS = 2**64  # OTLP times are fixed64 nanoseconds
+
+#: What a reader puts in place of a value nested too deep to parse (see ``spanstore.otlp._cut_deep``): a string no
+#: JSON writer emits, so the span (resource, scope) holding it is rejected and its neighbours are kept.
+TOO_DEEP = "\x00spanstore:nested-too-deep"
+TOO_DEEP_JSON = b'"\\u0000spanstore:nested-too-deep"'
+
+
+def holds_too_deep(value: Any) -> bool:
+    """True when ``value`` holds :data:`TOO_DEEP` anywhere (an iterative walk: O(size), no recursion)."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        if type(item) is dict:
+            push(item.values())
+        elif type(item) is list:
+            push(item)
+        elif item == TOO_DEEP:
+            return True
+    return False
+
+
+def _clip(value: Any, width: int = 60) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # ValueError: an integer past sys.get_int_max_str_digits()
+        text = f"<a {type(value).__name__} too big to show>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _span_or_issue(
+    make: Any, where: str, spans: list[StoredSpan], issues: list[Any], source: str, line: int, item: Any, deep: bool
+) -> None:
+    """Convert one span into ``spans``, or explain in ``issues`` why not: never raises, whatever the input."""
+    from spanstore.otlp import DecodeIssue
+
+    try:
+        if deep and holds_too_deep(item):
+            raise RecursionError
+        spans.append(make())
+    except _Invalid as error:
+        issues.append(DecodeIssue(source, line, where, str(error)))
+    except RecursionError:
+        issues.append(DecodeIssue(source, line, where, "expected values nested a few hundred levels at most"))
+    except Exception as error:  # hostile input must cost one span, never the import: say what it was
+        issues.append(
+            DecodeIssue(
+                source, line, where, f"expected a valid span, got one that is not ({type(error).__name__}: {error})"
+            )
+        )
+
+
+def convert(document: Any, source: str, line_number: int, deep: bool = False) -> tuple[list[StoredSpan], list[Any]]:
+    """The spans of a Zipkin or Jaeger document and a :class:`~spanstore.otlp.DecodeIssue` per skipped span.
+
+    Never raises: a span that cannot be converted (whatever its shape) costs that span alone, and a trace or
+    document of the wrong shape costs its spans; each gets an issue saying where (``source``, ``line_number``,
+    a JSON path) and what was expected. ``deep``: values nested too deep to parse were replaced by
+    :data:`TOO_DEEP`, and a span holding one is rejected.
+    """
     from spanstore.otlp import DecodeIssue
 
     kind = recognize(document)
@@ -93,26 +152,92 @@ def convert(document: Any, source: str, line_number: int) -> tuple[list[StoredSp
     if kind == "zipkin":
         items = document if isinstance(document, list) else [document]
         for index, item in enumerate(items):
-            try:
-                spans.append(_zipkin_span(item))
-            except _Invalid as error:
-                issues.append(DecodeIssue(source, line_number, f"[{index}] (Zipkin span)", str(error)))
+            _span_or_issue(
+                lambda item=item: _zipkin_span(item),
+                f"[{index}] (Zipkin span)",
+                spans,
+                issues,
+                source,
+                line_number,
+                item,
+                deep,
+            )
     elif kind == "jaeger":
         data = document.get("data", document)
         traces = data if isinstance(data, list) else [data]
         for t, trace in enumerate(traces):
             if not isinstance(trace, dict):
-                issues.append(DecodeIssue(source, line_number, f"data[{t}]", f"expected a trace object, got {trace!r}"))
+                issues.append(
+                    DecodeIssue(source, line_number, f"data[{t}]", f"expected a trace object, got {_clip(trace)}")
+                )
                 continue
             processes = trace.get("processes") or {}
-            for index, item in enumerate(trace.get("spans") or []):
-                try:
-                    spans.append(_jaeger_span(item, processes))
-                except _Invalid as error:
-                    issues.append(
-                        DecodeIssue(source, line_number, f"data[{t}].spans[{index}] (Jaeger span)", str(error))
+            if not isinstance(processes, dict):
+                processes = {}
+                issues.append(
+                    DecodeIssue(
+                        source,
+                        line_number,
+                        f"data[{t}].processes",
+                        f"expected an object of processes, got {_clip(trace.get('processes'))} (ignored)",
                     )
+                )
+            if deep:
+                for key in [key for key, process in processes.items() if holds_too_deep(process)]:
+                    del processes[key]
+                    issues.append(
+                        DecodeIssue(
+                            source,
+                            line_number,
+                            f"data[{t}].processes.{key}",
+                            "expected values nested a few hundred levels at most (process ignored)",
+                        )
+                    )
+            trace_spans = trace.get("spans") or []
+            if not isinstance(trace_spans, list):
+                issues.append(
+                    DecodeIssue(
+                        source, line_number, f"data[{t}].spans", f"expected an array of spans, got {_clip(trace_spans)}"
+                    )
+                )
+                continue
+            for index, item in enumerate(trace_spans):
+                _span_or_issue(
+                    lambda item=item, processes=processes: _jaeger_span(item, processes),
+                    f"data[{t}].spans[{index}] (Jaeger span)",
+                    spans,
+                    issues,
+                    source,
+                    line_number,
+                    item,
+                    deep,
+                )
     return spans, issues
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    """``value`` if a JSON object, ``{}`` if absent or null; else the span is invalid."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(f"{name}: expected an object, got {_clip(value)}")
+    return value
+
+
+def _array(value: Any, name: str) -> list[Any]:
+    """``value`` if a JSON array, ``[]`` if absent or null; else the span is invalid."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Invalid(f"{name}: expected an array, got {_clip(value)}")
+    return value
+
+
+def _end_time(start: int, duration: int, name: str) -> int:
+    end = start + duration
+    if end >= _MAX_NANOS:
+        raise _Invalid(f"{name}: expected an end time before 2^64 ns (year 2554), got {end} ns")
+    return end
 
 
 def _hex_id(value: Any, length: int, name: str) -> str:
@@ -124,12 +249,14 @@ def _hex_id(value: Any, length: int, name: str) -> str:
 def _micros(value: Any, name: str) -> int:
     if value is None:
         return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Invalid(f"{name}: expected microseconds as an integer, got {_clip(value)}")
     try:
         micros = int(value)
-    except (TypeError, ValueError):
-        raise _Invalid(f"{name}: expected microseconds as an integer, got {value!r}") from None
-    if not 0 <= micros < 2**64 // 1000:
-        raise _Invalid(f"{name}: expected microseconds in range, got {value!r}")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 parses as infinity
+        raise _Invalid(f"{name}: expected microseconds as an integer, got {_clip(value)}") from None
+    if not 0 <= micros < _MAX_NANOS // 1000:
+        raise _Invalid(f"{name}: expected microseconds in range (0 to 2^64 ns), got {_clip(value)}")
     return micros * 1000
 
 
@@ -137,7 +264,7 @@ _resources: dict[tuple[Any, ...], Resource] = {}
 
 
 def _resource(service: Any, extra: dict[str, Any] | None = None) -> Resource:
-    attributes = {"service.name": str(service)} if service else {}
+    attributes = {"service.name": _tag_text(service)} if service else {}
     if extra:
         attributes.update(extra)
     key = tuple(attributes.items())
@@ -157,68 +284,79 @@ def _zipkin_span(item: Any) -> StoredSpan:
     parent = item.get("parentId")
     start = _micros(item.get("timestamp"), "timestamp")
     duration = _micros(item.get("duration"), "duration")
-    tags = item.get("tags") or {}
-    if not isinstance(tags, dict):
-        raise _Invalid(f"tags: expected an object, got {tags!r}")
-    attributes: dict[str, Any] = {str(key): str(value) for key, value in tags.items()}
-    remote = item.get("remoteEndpoint") or {}
+    end = _end_time(start, duration, "timestamp + duration")
+    tags = _object(item.get("tags"), "tags")
+    attributes: dict[str, Any] = {str(key): _tag_text(value) for key, value in tags.items()}
+    remote = _object(item.get("remoteEndpoint"), "remoteEndpoint")
     if remote.get("serviceName"):
-        attributes["peer.service"] = str(remote["serviceName"])
+        attributes["peer.service"] = _tag_text(remote["serviceName"])
     if remote.get("ipv4") or remote.get("ipv6"):
-        attributes["net.peer.ip"] = str(remote.get("ipv4") or remote.get("ipv6"))
-    if isinstance(remote.get("port"), int):
-        attributes["net.peer.port"] = remote["port"]
+        attributes["net.peer.ip"] = _tag_text(remote.get("ipv4") or remote.get("ipv6"))
+    port = remote.get("port")
+    if isinstance(port, int) and not isinstance(port, bool) and 0 <= port < 2**63:
+        attributes["net.peer.port"] = port
     if item.get("shared"):
         attributes["zipkin.shared"] = True
     error = tags.get("error")
     events = tuple(
-        SpanEvent(name=str(a.get("value", "")), time_unix_nano=_micros(a.get("timestamp"), "annotations.timestamp"))
-        for a in item.get("annotations") or []
+        SpanEvent(
+            name=_tag_text(a.get("value", "")), time_unix_nano=_micros(a.get("timestamp"), "annotations.timestamp")
+        )
+        for a in _array(item.get("annotations"), "annotations")
         if isinstance(a, dict)
     )
-    local = item.get("localEndpoint") or {}
+    local = _object(item.get("localEndpoint"), "localEndpoint")
     return StoredSpan(
         trace_id=trace_id,
         span_id=span_id,
         parent_span_id=_hex_id(parent, 16, "parentId") if parent else None,
-        name=sys.intern(str(item.get("name") or "")),
-        kind=_ZIPKIN_KINDS.get(str(item.get("kind", "")).upper(), SpanKind.INTERNAL),
+        name=sys.intern(_tag_text(item.get("name") or "")),
+        kind=_ZIPKIN_KINDS.get(_tag_text(item.get("kind", "")).upper(), SpanKind.INTERNAL),
         start_time_unix_nano=start,
-        end_time_unix_nano=start + duration,
+        end_time_unix_nano=end,
         status_code=StatusCode.ERROR if error is not None else StatusCode.UNSET,
-        status_message=str(error) if error else "",
+        status_message=_tag_text(error) if error else "",
         attributes=AttributeMap.of(attributes) if attributes else EMPTY_ATTRIBUTES,
         events=events,
-        resource=_resource(local.get("serviceName") if isinstance(local, dict) else None),
+        resource=_resource(local.get("serviceName")),
     )
 
 
+def _tag_text(value: Any) -> str:
+    """A tag or annotation value as text: strings as they are, anything else as its JSON-ish repr, clipped."""
+    return value if isinstance(value, str) else _clip(value, 1000)
+
+
 def _jaeger_value(tag: dict[str, Any]) -> Any:
-    kind = str(tag.get("type", "string")).lower()
+    kind = _tag_text(tag.get("type", "string")).lower()
     value = tag.get("value")
     if kind == "bool":
-        return value if isinstance(value, bool) else str(value).lower() == "true"
+        return value if isinstance(value, bool) else _tag_text(value).lower() == "true"
     if kind == "int64":
         try:
             number = int(value)
-        except (TypeError, ValueError):
-            return str(value)
-        return number if -(2**63) <= number < 2**63 else str(value)
+        except (TypeError, ValueError, OverflowError):
+            return _tag_text(value)
+        return number if -(2**63) <= number < 2**63 else _tag_text(value)
     if kind == "float64":
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return str(value)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except (ValueError, OverflowError):
+                pass
+        return _tag_text(value)
     if kind == "binary":
-        try:
-            return base64.b64decode(str(value), validate=True)
-        except (binascii.Error, ValueError):
-            return str(value)
-    return "" if value is None else str(value)
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                pass
+        return _tag_text(value)
+    return "" if value is None else _tag_text(value)
 
 
-def _jaeger_tags(tags: Any) -> dict[str, Any]:
-    return {str(t["key"]): _jaeger_value(t) for t in tags or [] if isinstance(t, dict) and "key" in t}
+def _jaeger_tags(tags: Any, name: str = "tags") -> dict[str, Any]:
+    return {_tag_text(t["key"]): _jaeger_value(t) for t in _array(tags, name) if isinstance(t, dict) and "key" in t}
 
 
 def _jaeger_span(item: Any, processes: dict[str, Any]) -> StoredSpan:
@@ -229,17 +367,17 @@ def _jaeger_span(item: Any, processes: dict[str, Any]) -> StoredSpan:
     start = _micros(item.get("startTime"), "startTime")
     duration = _micros(item.get("duration"), "duration")
     attributes = _jaeger_tags(item.get("tags"))
-    kind = _JAEGER_KINDS.get(str(attributes.pop("span.kind", "")).lower(), SpanKind.INTERNAL)
+    kind = _JAEGER_KINDS.get(_tag_text(attributes.pop("span.kind", "")).lower(), SpanKind.INTERNAL)
     status = StatusCode.UNSET
-    message = str(attributes.pop("otel.status_description", ""))
-    otel_status = str(attributes.pop("otel.status_code", "")).upper()
+    message = _tag_text(attributes.pop("otel.status_description", ""))
+    otel_status = _tag_text(attributes.pop("otel.status_code", "")).upper()
     if otel_status == "ERROR" or attributes.get("error") is True or attributes.get("error") == "true":
         status = StatusCode.ERROR
     elif otel_status == "OK":
         status = StatusCode.OK
     parent = None
     links = []
-    for reference in item.get("references") or []:
+    for reference in _array(item.get("references"), "references"):
         if not isinstance(reference, dict):
             continue
         ref_span = _hex_id(reference.get("spanID"), 16, "references.spanID")
@@ -247,18 +385,18 @@ def _jaeger_span(item: Any, processes: dict[str, Any]) -> StoredSpan:
         if parent is None and reference.get("refType") == "CHILD_OF" and ref_trace == trace_id:
             parent = ref_span
         else:
-            ref_type = str(reference.get("refType", "")).lower()
+            ref_type = _tag_text(reference.get("refType", "")).lower()
             links.append(
                 SpanLink(
                     trace_id=ref_trace, span_id=ref_span, attributes=AttributeMap.of({"opentracing.ref_type": ref_type})
                 )
             )
     events = []
-    for log in item.get("logs") or []:
+    for log in _array(item.get("logs"), "logs"):
         if not isinstance(log, dict):
             continue
-        fields = _jaeger_tags(log.get("fields"))
-        name = str(fields.pop("event", "log"))
+        fields = _jaeger_tags(log.get("fields"), "logs.fields")
+        name = _tag_text(fields.pop("event", "log"))
         events.append(
             SpanEvent(
                 name=name,
@@ -266,19 +404,23 @@ def _jaeger_span(item: Any, processes: dict[str, Any]) -> StoredSpan:
                 attributes=AttributeMap.of(fields),
             )
         )
-    process = item.get("process") or processes.get(item.get("processID"), {}) or {}
+    process_id = item.get("processID")
+    process = _object(
+        item.get("process") or (processes.get(process_id) if isinstance(process_id, str) else None), "process"
+    )
+    end = _end_time(start, duration, "startTime + duration")
     return StoredSpan(
         trace_id=trace_id,
         span_id=span_id,
         parent_span_id=parent,
-        name=sys.intern(str(item.get("operationName") or "")),
+        name=sys.intern(_tag_text(item.get("operationName") or "")),
         kind=kind,
         start_time_unix_nano=start,
-        end_time_unix_nano=start + duration,
+        end_time_unix_nano=end,
         status_code=status,
         status_message=message,
         attributes=AttributeMap.of(attributes) if attributes else EMPTY_ATTRIBUTES,
         events=tuple(events),
         links=tuple(links),
-        resource=_resource(process.get("serviceName"), _jaeger_tags(process.get("tags"))),
+        resource=_resource(process.get("serviceName"), _jaeger_tags(process.get("tags"), "process.tags")),
     )

@@ -34,7 +34,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -65,11 +66,13 @@ _FSYNC_POLICIES = ("never", "interval", "always")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _SKIPPED_KEEP = 100  # SkippedLine records kept in stats (the count is exact)
+_SKIPS_WARNED_MAX = 5  # skipped lines warned about one by one (per log object); the rest are summarized per read
 _SEEN_KEYS_MAX = 100_000  # dedupe set for skipped-line counting; cleared when full (may then count twice)
 _GC_PAUSE_BYTES = 1 << 20  # decode with the cyclic GC paused when a read holds at least this much
 _LOCK_POLL_MAX_SECONDS = 0.005
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+_Wanted = bytes | frozenset[bytes] | None  # which lines a read decodes: holding these bytes, naming these traces
 _LOCK_EX_NB = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
 try:  # portalocker >= 3 on POSIX: call its flock locker directly, skipping ~6 µs of per-call dispatch
     from portalocker.portalocker import FlockLocker as _FlockLocker
@@ -160,13 +163,29 @@ class _Fds:
                     os.close(fd)
 
 
-class _Chunk(NamedTuple):
-    """What one read of one segment found: complete lines, where they start, and what to do with the tail."""
+class _Chunk:
+    """What one read of one segment found: complete lines, where they start, and what to do with the tail.
 
-    pieces: list[bytes]  # complete lines (without "\n")
-    start: int  # byte offset of pieces[0]
-    end: int  # byte offset reached (after the last consumed byte)
-    torn_tail: bytes  # a partial last line judged torn (consumed), or b""
+    The byte offset of each line is computed once, on the first corrupt line met (good lines never need it), so
+    skipping many corrupt lines costs O(lines), not O(lines²).
+    """
+
+    __slots__ = ("_offsets", "end", "lines_before", "pieces", "start", "torn_tail")
+
+    def __init__(self, pieces: list[bytes], start: int, end: int, torn_tail: bytes) -> None:
+        self.pieces = pieces  # complete lines (without "\n")
+        self.start = start  # byte offset of pieces[0]
+        self.end = end  # byte offset reached (after the last consumed byte)
+        self.torn_tail = torn_tail  # a partial last line judged torn (consumed), or b""
+        self._offsets: list[int] | None = None
+        self.lines_before: int | None = None  # lines of the segment before ``start``, once counted
+
+    def offset_of(self, index: int) -> int:
+        """The byte offset where line ``index`` starts. O(lines) once, then O(1)."""
+        offsets = self._offsets
+        if offsets is None:
+            offsets = self._offsets = list(accumulate((len(piece) + 1 for piece in self.pieces), initial=self.start))
+        return offsets[index]
 
 
 def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
@@ -183,6 +202,89 @@ def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
     error = StorageError(f"cannot {action} {path}: {why}")
     error.errno = code
     return error
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO planted under a segment's name must not hang (it is refused just after).
+_OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat_module.S_ISLNK, "a symbolic link"),
+        (stat_module.S_ISDIR, "a directory"),
+        (stat_module.S_ISFIFO, "a named pipe"),
+        (stat_module.S_ISSOCK, "a socket"),
+        (stat_module.S_ISCHR, "a character device"),
+        (stat_module.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _not_regular(path: str | os.PathLike[str], found: str) -> StorageError:
+    return StorageError(
+        f"expected a regular file at {os.fspath(path)}, found {found}; a span log never follows links or opens "
+        "special files in its directory (someone may have planted it): remove it"
+    )
+
+
+def _open_regular(path: str | os.PathLike[str], flags: int) -> int:
+    """Open a file of the store without following a symlink, refusing anything but a regular file.
+
+    Raises :class:`StorageError` for a link or special file; other ``OSError`` s (``FileNotFoundError``,
+    ``FileExistsError``, ...) pass through unchanged for the caller to judge. A created file is owner-only.
+    """
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, _FILE_MODE)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
+            raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            raise exc from None
+        if stat_module.S_ISLNK(mode):
+            try:
+                found = f"a symbolic link (to {os.readlink(path)!r})"
+            except OSError:
+                found = "a symbolic link"
+        else:
+            found = _file_kind(mode)
+        raise _not_regular(path, found) from None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat_module.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_regular(path, _file_kind(st.st_mode))
+    if st.st_nlink > 1 and flags & (os.O_WRONLY | os.O_RDWR):
+        # A hard link planted under a store file's name would make us write into a file that lives elsewhere.
+        os.close(fd)
+        raise _not_regular(path, f"a file with {st.st_nlink} hard links (another name outside the store?)")
+    return fd
+
+
+def _check_directory_safety(path: Path, st: os.stat_result, *, check_mode: bool) -> None:
+    """Refuse a store directory that another user could plant files in (as ssh refuses such a ``~/.ssh``)."""
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is None:  # pragma: no cover - not POSIX
+        return
+    if st.st_uid not in (uid, 0):
+        raise StorageError(
+            f"expected the span log directory {path} to be owned by you (uid {uid}) or root, got owner uid "
+            f"{st.st_uid}: its owner could plant files in it. If it is yours, fix it with `chown $USER {path}`; "
+            "else use another directory"
+        )
+    if check_mode and st.st_mode & 0o022:
+        raise StorageError(
+            f"expected the span log directory {path} to be writable by its owner only, got mode "
+            f"{stat_module.S_IMODE(st.st_mode):04o} (writable by group or others, who could plant files in it): "
+            f"fix it with `chmod go-w {path}`"
+        )
 
 
 def _end_of_last_line(fd: int, size: int) -> int:
@@ -302,7 +404,8 @@ class SpanLog:
             raise NotAStoreError(f"expected a span log directory at {path}, got a file")
         marker = path / MARKER_NAME
         try:
-            has_marker = marker.exists()
+            has_marker = os.path.lexists(marker)
+            _check_directory_safety(path, st, check_mode=has_marker)
             entries = [] if has_marker else [name for name in os.listdir(path) if name != LOCK_NAME]
         except OSError as exc:
             raise _storage_error(exc, "read span log directory", path) from exc
@@ -319,7 +422,7 @@ class SpanLog:
             raise StorageError(f"expected a span log directory at {path}, got an empty directory (create=False)")
         try:
             os.chmod(path, _DIR_MODE)
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            fd = _open_regular(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             return  # another process is creating the same store right now
         except OSError as exc:
@@ -335,7 +438,13 @@ class SpanLog:
     @staticmethod
     def _check_marker(marker: Path) -> None:
         try:
-            raw = marker.read_bytes()
+            fd = _open_regular(marker, os.O_RDONLY)
+            try:
+                raw = os.read(fd, 1 << 16)
+            finally:
+                os.close(fd)
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "read span log marker", marker) from exc
         if not raw.strip():
@@ -371,6 +480,8 @@ class SpanLog:
         self._lines_read = 0
         self._spans_read = 0
         self._skipped_count = 0
+        self._skips_warned = 0
+        self._skips_unwarned = 0
         self._skipped: deque[SkippedLine] = deque(maxlen=_SKIPPED_KEEP)
         self._seen_skips: set[tuple[int, int]] = set()  # (segment, line start offset) already counted
         self._known_torn: set[tuple[int, int]] = set()
@@ -505,11 +616,13 @@ class SpanLog:
             return fd
         lock_path = self.path / LOCK_NAME
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            fd = _open_regular(lock_path, os.O_RDWR | os.O_CREAT)
+        except StorageError:
+            raise
         except OSError as exc:
             if writable:
                 raise _storage_error(exc, "open lock file", lock_path) from exc
-            fd = os.open(lock_path, os.O_RDONLY)  # read-only use; flock works on any descriptor
+            fd = _open_regular(lock_path, os.O_RDONLY)  # read-only use; flock works on any descriptor
         self._fds.lock = fd
         return fd
 
@@ -604,7 +717,7 @@ class SpanLog:
         fd = self._fds.segment
         if fd >= 0:
             # Still the newest? Another process may have rolled (or retention removed everything).
-            if not os.path.exists(self._segment_path(self._seq + 1)):
+            if not os.path.lexists(self._segment_path(self._seq + 1)):
                 try:
                     st = os.fstat(fd)
                 except OSError:
@@ -622,8 +735,10 @@ class SpanLog:
         seq, name = segments[-1]
         path = os.path.join(self.path, name)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = _open_regular(path, os.O_RDWR | os.O_APPEND)
             self._size = os.fstat(fd).st_size
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "open segment", path) from exc
         self._fds.segment = fd
@@ -634,11 +749,14 @@ class SpanLog:
     def _create_segment(self, seq: int) -> int:
         path = self._segment_path(seq)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            fd = _open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
-            # Not under our lock's rules (a foreign writer?): append to it rather than fail.
+            # Not under our lock's rules (a foreign writer?): append to it rather than fail -- if it is a plain
+            # file; a link planted under the next segment's name is refused, never followed.
             try:
-                fd = os.open(path, os.O_RDWR | os.O_APPEND)
+                fd = _open_regular(path, os.O_RDWR | os.O_APPEND)
+            except StorageError:
+                raise
             except OSError as exc:
                 raise _storage_error(exc, "open segment", path) from exc
         except OSError as exc:
@@ -715,7 +833,7 @@ class SpanLog:
         entries = []
         for seq, name in segments:
             try:
-                st = os.stat(os.path.join(self.path, name))
+                st = os.lstat(os.path.join(self.path, name))
             except OSError:
                 continue
             entries.append((seq, name, st.st_size, st.st_mtime))
@@ -748,7 +866,12 @@ class SpanLog:
     # --- reading ------------------------------------------------------------------------------------------------
 
     def read(
-        self, position: LogPosition | None = None, *, max_spans: int | None = None, containing: bytes | None = None
+        self,
+        position: LogPosition | None = None,
+        *,
+        max_spans: int | None = None,
+        containing: bytes | None = None,
+        trace_ids: Iterable[str] | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
         """Read the spans appended after ``position`` (from the oldest segment when None), in log order.
 
@@ -765,20 +888,33 @@ class SpanLog:
         search is ~100x cheaper than decoding, so looking up one trace in a large log costs little more than
         reading the files. Every span of a line that matches is returned (callers filter further).
 
+        ``trace_ids`` decodes only the lines naming one of these traces (lowercase hex), found with one regular
+        expression scan of each line, so finding which of many traces a large log already holds (``spanstore
+        import``'s duplicate check) costs about a read of the files, not a decode of every span. Lines whose
+        trace ids are not in canonical form (which spanstore never writes) are decoded to be safe.
+
         Thread-safe; needs no lock (so it never waits for a writer). Cost O(bytes after ``position``).
         """
         self._check_usable()
         if max_spans is not None and max_spans < 0:
             raise ValueError(f"max_spans must be >= 0 or None, got {max_spans!r}")
+        wanted: bytes | frozenset[bytes] | None = containing
+        if trace_ids is not None:
+            if containing is not None:
+                raise ValueError("give containing or trace_ids, not both")
+            wanted = frozenset(trace_id.encode("ascii", "replace") for trace_id in trace_ids)
         segments = self._list_segments()
         if not segments:
             return [], position if position is not None else LogPosition(0, 0)
         plan = self._plan(segments, position)
         if not plan:
             return [], position if position is not None else LogPosition(0, 0)
-        if max_spans is None:
-            return self._read_forward(plan, position, containing)
-        return self._read_newest(plan, position, max_spans, containing)
+        try:
+            if max_spans is None:
+                return self._read_forward(plan, position, wanted)
+            return self._read_newest(plan, position, max_spans, wanted)
+        finally:
+            self._warn_skip_summary()
 
     def _plan(self, segments: list[tuple[int, str]], position: LogPosition | None) -> list[tuple[int, str, int]]:
         """(sequence, name, start offset) of the segments to read, counting a gap if the position's is gone."""
@@ -807,7 +943,7 @@ class SpanLog:
         """Read one segment from ``offset``; None when it has been deleted meanwhile."""
         path = os.path.join(self.path, name)
         try:
-            with open(path, "rb", buffering=0) as f:
+            with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
                 if offset > size:
                     logger.warning("span log %s: %s is shorter than the position read from", self.path, name)
@@ -816,6 +952,8 @@ class SpanLog:
                 data = f.readall()
         except FileNotFoundError:
             return None
+        except StorageError:
+            raise
         except OSError as exc:
             raise _storage_error(exc, "read segment", path) from exc
         pieces = data.split(b"\n")
@@ -836,7 +974,7 @@ class SpanLog:
             if not self._try_lock_directory():
                 return b""
             try:
-                with open(path, "rb", buffering=0) as f:
+                with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
                     f.seek(tail_start)
                     rest = f.readall()
             except OSError:
@@ -855,7 +993,7 @@ class SpanLog:
         if mark is not None and mark[0] == offset:
             return mark[1]
         try:
-            with open(os.path.join(self.path, name), "rb", buffering=0) as f:
+            with open(_open_regular(os.path.join(self.path, name), os.O_RDONLY), "rb", buffering=0) as f:
                 count = 0
                 remaining = offset
                 while remaining > 0:
@@ -869,7 +1007,7 @@ class SpanLog:
         return count
 
     def _read_forward(
-        self, plan: list[tuple[int, str, int]], position: LogPosition | None, containing: bytes | None
+        self, plan: list[tuple[int, str, int]], position: LogPosition | None, containing: _Wanted
     ) -> tuple[list[StoredSpan], LogPosition]:
         out: list[StoredSpan] = []
         end_position = position if position is not None else LogPosition(plan[0][0], 0)
@@ -898,7 +1036,7 @@ class SpanLog:
         return out, end_position
 
     def _read_newest(
-        self, plan: list[tuple[int, str, int]], position: LogPosition | None, max_spans: int, containing: bytes | None
+        self, plan: list[tuple[int, str, int]], position: LogPosition | None, max_spans: int, containing: _Wanted
     ) -> tuple[list[StoredSpan], LogPosition]:
         batches: list[list[StoredSpan]] = []  # newest first
         count = 0
@@ -963,7 +1101,7 @@ class SpanLog:
         indices: range | tuple[int, ...],
         base: int | None,
         out: list[StoredSpan],
-        containing: bytes | None = None,
+        containing: _Wanted = None,
     ) -> None:
         pieces = chunk.pieces
         decode = decode_line
@@ -973,8 +1111,12 @@ class SpanLog:
             piece = pieces[i]
             if not piece or piece.isspace():
                 continue  # the "\n" that ended a torn line, or a blank line
-            if containing is not None and containing not in piece:
-                continue
+            if containing is not None:
+                if type(containing) is frozenset:
+                    if not _names_a_trace(piece, containing):
+                        continue
+                elif containing not in piece:
+                    continue
             lines += 1
             number = (base if base is not None else 0) + i + 1
             try:
@@ -1008,10 +1150,6 @@ class SpanLog:
         with self._stats_lock:
             self._lines_read += lines
 
-    def _piece_offset(self, chunk: _Chunk, index: int) -> int:
-        pieces = chunk.pieces
-        return chunk.start + sum(len(pieces[j]) + 1 for j in range(index))
-
     def _record_corrupt(
         self,
         seq: int,
@@ -1024,9 +1162,11 @@ class SpanLog:
         exc: CorruptLineError | None,
     ) -> None:
         if base is None:
-            base = self._newlines_before(seq, name, chunk.start)
+            base = chunk.lines_before
+            if base is None:
+                base = chunk.lines_before = self._newlines_before(seq, name, chunk.start)
         line_number = base + index + 1
-        start = self._piece_offset(chunk, index)
+        start = chunk.offset_of(index)
         if exc is not None:  # the reason without the codec's "line N in FILE: " (SkippedLine says where)
             for prefix in (f"line {exc.line_number} in {exc.source}: ", f"{exc.source}: "):
                 if message.startswith(prefix):
@@ -1058,9 +1198,35 @@ class SpanLog:
             if skipped.torn and key not in self._known_torn:
                 self._known_torn.add(key)
                 self._torn_tails += 1
-        logger.warning(
-            "span log %s: skipped line %d of %s: %s", self.path, skipped.line_number, skipped.segment, skipped.reason
-        )
+            warn = self._skips_warned < _SKIPS_WARNED_MAX
+            if warn:
+                self._skips_warned += 1
+            else:
+                self._skips_unwarned += 1
+        if warn:
+            logger.warning(
+                "span log %s: skipped line %d of %s: %s",
+                self.path,
+                skipped.line_number,
+                skipped.segment,
+                skipped.reason,
+            )
+
+    def _warn_skip_summary(self) -> None:
+        """One warning for the skipped lines not warned about one by one (called at the end of each read)."""
+        with self._stats_lock:
+            unwarned = self._skips_unwarned
+            self._skips_unwarned = 0
+            total = self._skipped_count
+        if unwarned:
+            logger.warning(
+                "span log %s: skipped %d more corrupt or torn lines (%d in all; SpanLog.stats().skipped_lines "
+                "lists the last %d)",
+                self.path,
+                unwarned,
+                total,
+                _SKIPPED_KEEP,
+            )
 
     def _finish_chunk(self, seq: int, name: str, chunk: _Chunk, base: int | None) -> None:
         """After a forward read of a chunk: record a torn tail and remember line numbering at the end."""
@@ -1083,9 +1249,11 @@ class SpanLog:
         for seq, name in reversed(segments):
             path = os.path.join(self.path, name)
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = _open_regular(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
+            except StorageError:
+                raise
             except OSError as exc:
                 raise _storage_error(exc, "open segment", path) from exc
             try:
@@ -1101,7 +1269,7 @@ class SpanLog:
         disk_bytes = 0
         for _seq, name in self._list_segments():
             try:
-                disk_bytes += os.stat(os.path.join(self.path, name)).st_size
+                disk_bytes += os.lstat(os.path.join(self.path, name)).st_size
             except FileNotFoundError:
                 continue
             segments += 1
@@ -1125,6 +1293,15 @@ class SpanLog:
                 segments_missed=self._segments_missed,
                 fsyncs=self._fsyncs,
             )
+
+
+_TRACE_ID_FIELD = re.compile(rb'"traceId":"([0-9a-f]{32})"')
+
+
+def _names_a_trace(line: bytes, trace_ids: frozenset[bytes]) -> bool:
+    """True when ``line`` names one of ``trace_ids`` in canonical form, or names no trace that way (decode it)."""
+    found = _TRACE_ID_FIELD.findall(line)
+    return not found or not trace_ids.isdisjoint(found)
 
 
 def _is_truncated(line: bytes) -> bool:

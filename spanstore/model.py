@@ -208,12 +208,37 @@ _shared_key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 _SHARED_KEY_TUPLES_MAX = 65_536
 
 
+def clean_text(value: str) -> str:
+    """``value`` with each lone surrogate replaced by U+FFFD, as it will read back from disk (UTF-8 cannot hold one).
+
+    Applied where spans enter the store (SDK spans, imported files), so a span in memory equals the same span after
+    a restart. O(1) for ASCII text (the common case), else O(len).
+
+    >>> clean_text("ok"), clean_text("caf\\u00e9"), clean_text("bad \\ud800!") == "bad \\ufffd!"
+    ('ok', 'café', True)
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def _clean_array(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    for item in values:
+        if type(item) is str and not item.isascii():
+            return tuple(clean_text(item) if type(item) is str else item for item in values)
+    return values
+
+
 def share_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
     """Return the shared instance of this tuple of attribute keys (interned keys, one tuple per key set)."""
     shared = _shared_key_tuples.get(keys)
     if shared is not None:
         return shared
-    shared = tuple(map(_intern, keys))
+    shared = tuple(_intern(clean_text(key)) for key in keys)
     if len(_shared_key_tuples) < _SHARED_KEY_TUPLES_MAX:
         _shared_key_tuples[shared] = shared
     return shared
@@ -453,10 +478,14 @@ def _sdk_attributes(attributes: Mapping[str, Any] | None) -> AttributeMap:
     for i, value in enumerate(values):
         kind = type(value)
         if kind is str:
+            if not value.isascii():
+                value = values[i] = clean_text(value)
             if len(value) <= 64:
                 values[i] = _intern(value)
+        elif kind is tuple:
+            values[i] = _clean_array(value)
         elif kind is list:  # the SDK keeps tuples; a user's own Mapping may not
-            values[i] = tuple(value)
+            values[i] = _clean_array(tuple(value))
     return AttributeMap(share_keys(tuple(raw)), tuple(values))
 
 
@@ -476,8 +505,8 @@ def _sdk_scope(scope: Any) -> Scope:
     converted = _scope_cache.get(scope)
     if converted is None:
         converted = Scope(
-            name=scope.name or "",
-            version=scope.version or "",
+            name=clean_text(scope.name or ""),
+            version=clean_text(scope.version or ""),
             attributes=_sdk_attributes(getattr(scope, "attributes", None)),
             schema_url=scope.schema_url or "",
         )
@@ -488,7 +517,7 @@ def _sdk_scope(scope: Any) -> Scope:
 def _trace_state(state: Any) -> str:
     if not state:
         return ""
-    return ",".join(f"{key}={value}" for key, value in state.items())
+    return clean_text(",".join(f"{key}={value}" for key, value in state.items()))
 
 
 def _context_flags(context: Any) -> int:
@@ -519,16 +548,16 @@ def from_readable_span(span: ReadableSpan) -> StoredSpan:
         trace_id=_intern(format(context.trace_id, "032x")),
         span_id=_intern(format(context.span_id, "016x")),
         parent_span_id=_intern(format(parent.span_id, "016x")) if parent is not None else None,
-        name=_intern(span.name),
+        name=_intern(clean_text(span.name)),
         kind=_KINDS_BY_SDK_VALUE[span.kind.value],
         start_time_unix_nano=span.start_time or 0,
         end_time_unix_nano=span.end_time or 0,
         status_code=_STATUS_BY_SDK_VALUE[status.status_code.value],
-        status_message=status.description or "",
+        status_message=clean_text(status.description or ""),
         attributes=_sdk_attributes(attributes),
         events=tuple(
             SpanEvent(
-                name=_intern(event.name),
+                name=_intern(clean_text(event.name)),
                 time_unix_nano=event.timestamp,
                 attributes=_sdk_attributes(event.attributes),
                 dropped_attributes_count=event.dropped_attributes,

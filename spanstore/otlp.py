@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
@@ -509,13 +511,20 @@ class DecodedLine(msgspec.Struct):
     skipped_spans: int = 0
 
 
+#: How many corrupt lines and how many issues a :class:`ReadResult` keeps with their text (the rest are counted).
+MAX_PROBLEMS_KEPT = 1000
+
+
 class ReadResult(msgspec.Struct):
     """What :func:`read_file` found in a file.
 
-    ``lines`` counts the non-blank lines read (1 for a whole JSON document); ``corrupt_lines`` holds one
-    :class:`~spanstore.errors.CorruptLineError` per line that is not a ``TracesData`` object (its ``source`` and
-    ``line_number`` say where); ``other_signal_lines`` counts metric, log and profile lines (skipped);
-    ``skipped_spans`` counts the spans of valid lines that were not loaded (each is explained in ``issues``).
+    ``lines`` counts the non-blank lines read (1 for a whole JSON document); ``corrupt_lines`` holds a
+    :class:`~spanstore.errors.CorruptLineError` (without traceback) for each of the first
+    :data:`MAX_PROBLEMS_KEPT` lines that are not a ``TracesData`` object (its ``source`` and ``line_number`` say
+    where), and ``corrupt_line_count`` counts them all; ``other_signal_lines`` counts metric, log and profile lines
+    (skipped); ``skipped_spans`` counts the spans of valid lines that were not loaded, explained by ``issues``
+    (the first :data:`MAX_PROBLEMS_KEPT` of them; ``issue_count`` counts them all). So a hostile file of a
+    million bad lines costs counters, not a million kept errors.
     """
 
     spans: list[StoredSpan]
@@ -524,6 +533,23 @@ class ReadResult(msgspec.Struct):
     corrupt_lines: list[CorruptLineError] = msgspec.field(default_factory=list)
     other_signal_lines: int = 0
     skipped_spans: int = 0
+    corrupt_line_count: int = 0
+    issue_count: int = 0
+
+    def add_corrupt_line(self, error: CorruptLineError) -> None:
+        """Count a corrupt line; keep it (its text, not its traceback and frames) if fewer than the cap are kept."""
+        self.corrupt_line_count += 1
+        if len(self.corrupt_lines) < MAX_PROBLEMS_KEPT:
+            error.__traceback__ = None
+            error.__context__ = None
+            self.corrupt_lines.append(error)
+
+    def add_issues(self, issues: list[DecodeIssue]) -> None:
+        """Count issues; keep those that fit under the cap."""
+        self.issue_count += len(issues)
+        room = MAX_PROBLEMS_KEPT - len(self.issues)
+        if room > 0:
+            self.issues.extend(issues[:room])
 
 
 class _Invalid(Exception):
@@ -1191,9 +1217,11 @@ def _not_traces(document: Any) -> str:
     return f"{expected}, got an object with keys {keys}{hint}"
 
 
-def _decode_document(document: Any, source: str, line_number: int) -> DecodedLine:
+def _decode_document(document: Any, source: str, line_number: int, deep: bool = False) -> DecodedLine:
+    """The spans of a parsed line; ``deep``: values nested too deep were cut (reject the spans holding one)."""
     if type(document) is not dict:
-        raise CorruptLineError(_not_traces(document), source=source, line_number=line_number)
+        message = _DEEP_LINE_MESSAGE if deep else _not_traces(document)
+        raise CorruptLineError(message, source=source, line_number=line_number)
     for top in _RESOURCE_SPANS_KEYS:
         if top in document:
             resource_spans = document[top]
@@ -1202,7 +1230,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
         for key, signal in _OTHER_SIGNALS.items():
             if key in document:
                 return DecodedLine(spans=[], other_signal=signal)
-        raise CorruptLineError(_not_traces(document), source=source, line_number=line_number)
+        message = _DEEP_LINE_MESSAGE if deep else _not_traces(document)
+        raise CorruptLineError(message, source=source, line_number=line_number)
     if resource_spans is None:  # protojson: null is the default value, an empty list
         resource_spans = []
     if type(resource_spans) is not list:
@@ -1237,6 +1266,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
             issues.append(DecodeIssue(source, line_number, r_where, message))
             continue
         try:
+            if deep and foreign.holds_too_deep([v for k, v in entry.items() if k != scope_key]):
+                raise RecursionError  # a value of the resource was nested too deep to parse: the same verdict
             resource = _resource(entry.get("resource"), _field(entry, "schemaUrl", "schema_url"))
         except RecursionError:
             problem = _too_deep("resource")
@@ -1276,6 +1307,8 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
                 continue
             try:
                 try:
+                    if deep and foreign.holds_too_deep([v for k, v in group.items() if k != "spans"]):
+                        raise RecursionError
                     scope = _scope(
                         _field(group, scope_field, scope_snake), _field(group, "schemaUrl", "schema_url"), scope_field
                     )
@@ -1293,6 +1326,10 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
                 )
                 continue
             for index, obj in enumerate(span_list):
+                if deep and foreign.holds_too_deep(obj):
+                    skipped += 1
+                    issues.append(DecodeIssue(source, line_number, f"{s_where}.spans[{index}]", _TOO_DEEP_MESSAGE))
+                    continue
                 try:
                     try:
                         append(_span(obj, resource, scope))
@@ -1307,8 +1344,12 @@ def _decode_document(document: Any, source: str, line_number: int) -> DecodedLin
     return DecodedLine(spans=spans, issues=issues, skipped_spans=skipped)
 
 
+_DEEP_LINE_MESSAGE = "expected JSON nested a few hundred levels deep at most, got deeper nesting"
+_TOO_DEEP_MESSAGE = "expected attribute values nested a few hundred levels deep at most, got deeper nesting"
+
+
 def _too_deep(path: str) -> _Invalid:
-    return _Invalid(path, "expected attribute values nested a few hundred levels deep at most, got deeper nesting")
+    return _Invalid(path, _TOO_DEEP_MESSAGE)
 
 
 def _count_spans(scope_spans: list[Any]) -> int:
@@ -1655,26 +1696,75 @@ def decode_line(line: bytes | str, *, source: str = "<memory>", line_number: int
     spans = _fast_spans(line)
     if spans is not None:
         return DecodedLine(spans=spans)
-    return _decode_document(_parse(line, source, line_number), source, line_number)
+    document, deep = _parse(line, source, line_number)
+    return _decode_document(document, source, line_number, deep)
 
 
-def _parse(data: bytes | str, source: str, line_number: int) -> Any:
+#: Containers nested deeper than this in a line too deep for msgspec are replaced by TOO_DEEP before decoding.
+_CUT_DEPTH = 200
+_JSON_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _cut_deep(data: bytes) -> bytes:
+    """``data`` with every JSON array or object opened deeper than ``_CUT_DEPTH`` replaced by the TOO_DEEP string.
+
+    O(len(data)), no recursion: so a line holding one absurdly nested value still parses, and only the span (or
+    resource, or scope) holding that value is rejected, not its valid neighbours on the line.
+    """
+    out = []
+    depth = 0
+    last = 0
+    cut_from = -1
+    limit = _CUT_DEPTH
+    for match in _JSON_STRING_OR_BRACKET.finditer(data):
+        start = match.start()
+        char = data[start]
+        if char == 0x22:  # a string: skipped whole, brackets inside it do not count
+            continue
+        if char == 0x5B or char == 0x7B:  # [ {
+            depth += 1
+            if depth == limit + 1:
+                cut_from = start
+        else:
+            if depth == limit + 1 and cut_from >= 0:
+                out.append(data[last:cut_from])
+                out.append(foreign.TOO_DEEP_JSON)
+                last = match.end()
+                cut_from = -1
+            depth -= 1
+    out.append(data[last:])
+    return b"".join(out)
+
+
+def _parse(data: bytes | str, source: str, line_number: int) -> tuple[Any, bool]:
     """JSON to builtins with msgspec; stdlib json as a fallback for what msgspec refuses but JSON writers emit.
 
     The fallback covers escaped lone surrogates (``"\\ud800"``, which Python's json writes for such strings)
-    and bare ``NaN``/``Infinity``; it costs nothing on the normal path.
+    and bare ``NaN``/``Infinity``; it costs nothing on the normal path. Returns the document and whether values
+    nested too deep were replaced by :data:`spanstore.foreign.TOO_DEEP` (the spans holding one must be rejected).
     """
+    try:
+        return _parse_flat(data, source, line_number), False
+    except RecursionError:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
+        try:
+            return _parse_flat(_cut_deep(bytes(data)), source, line_number), True
+        except RecursionError:
+            raise CorruptLineError(
+                _DEEP_LINE_MESSAGE,
+                source=source,
+                line_number=line_number,
+            ) from None
+
+
+def _parse_flat(data: bytes | str, source: str, line_number: int) -> Any:
+    """_parse for a line nested less deeply than msgspec's limit (RecursionError otherwise)."""
     try:
         return _decoder.decode(data)
     except UnicodeDecodeError as error:
         raise CorruptLineError(
             f"expected UTF-8 text, got invalid bytes ({error})", source=source, line_number=line_number
-        ) from None
-    except RecursionError:
-        raise CorruptLineError(
-            "expected JSON nested a few hundred levels deep at most, got deeper nesting",
-            source=source,
-            line_number=line_number,
         ) from None
     except msgspec.DecodeError as error:
         # Classify by our own checks, never by msgspec's wording, which changes between releases.
@@ -1686,7 +1776,9 @@ def _parse(data: bytes | str, source: str, line_number: int) -> Any:
                     f"expected UTF-8 text, got invalid bytes ({utf8_error})", source=source, line_number=line_number
                 ) from None
         try:
-            return json.loads(data)
+            # The stdlib reads escaped lone surrogates ("\ud800") that msgspec refuses: replace them here, as
+            # the log would on writing, so an imported span in memory equals the same span read back.
+            return _without_surrogates(json.loads(data))
         except json.JSONDecodeError as json_error:
             if json_error.msg == "Extra data":  # more than one document on the line
                 raise CorruptLineError(
@@ -1740,44 +1832,47 @@ def read_file(path: str | os.PathLike[str]) -> ReadResult:
             result.spans = spans
             return result
         try:
-            document = _parse(data, source, 1)
+            document, deep = _parse(data, source, 1)
         except CorruptLineError:
             pass
         else:
             result.lines = 1
-            _add(result, document, source, 1)
+            _add(result, document, source, 1, deep)
             return result
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    # BytesIO yields one line at a time (split at "\n" only): no list of a million line objects at once.
+    for number, line in enumerate(io.BytesIO(data), start=1):
         if not line.strip():
             continue
         result.lines += 1
+        if line[-1:] == b"\n":
+            line = line[:-1]
         spans = _fast_spans(line)
         if spans is not None:
             result.spans.extend(spans)
             continue
         try:
-            document = _parse(line, source, number)
+            document, deep = _parse(line, source, number)
         except CorruptLineError as error:
-            result.corrupt_lines.append(error)
+            result.add_corrupt_line(error)
             continue
-        _add(result, document, source, number)
+        _add(result, document, source, number, deep)
     return result
 
 
-def _add(result: ReadResult, document: Any, source: str, line_number: int) -> None:
+def _add(result: ReadResult, document: Any, source: str, line_number: int, deep: bool = False) -> None:
     if foreign.recognize(document) is not None:  # a Zipkin or Jaeger file: converted, for import
-        spans, issues = foreign.convert(document, source, line_number)
+        spans, issues = foreign.convert(document, source, line_number, deep)
         result.spans.extend(spans)
-        result.issues.extend(issues)
+        result.add_issues(issues)
         result.skipped_spans += len(issues)
         return
     try:
-        decoded = _decode_document(document, source, line_number)
+        decoded = _decode_document(document, source, line_number, deep)
     except CorruptLineError as error:
-        result.corrupt_lines.append(error)
+        result.add_corrupt_line(error)
         return
     if decoded.other_signal is not None:
         result.other_signal_lines += 1
     result.spans.extend(decoded.spans)
-    result.issues.extend(decoded.issues)
+    result.add_issues(decoded.issues)
     result.skipped_spans += decoded.skipped_spans

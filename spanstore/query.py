@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+import re2
 
 from spanstore.errors import InvalidQueryError
 from spanstore.model import AttributeMap, SpanKind, StatusCode, StoredSpan, attribute_values_equal
@@ -95,9 +96,33 @@ def _ordered(op: str, actual: object, expected: object) -> bool:
     return actual >= expected  # type: ignore[operator]
 
 
+# RE2 (google-re2), not `re`: TraceQL defines `=~` by RE2 syntax, and RE2 matches in time linear in the value
+# whatever the pattern, so a query string (which may come from a user) cannot make the store backtrack for hours
+# (`(a+)+` against 30 "a"s takes `re` seconds, and twice as long per character). Its memory is capped by max_mem.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # errors become InvalidQueryError; RE2 would also print them to stderr
+
+
 @lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compile(pattern: str) -> Any:
+    """The RE2 program of ``pattern``; raises InvalidQueryError when RE2 refuses it (with RE2's reason)."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise InvalidQueryError(f"invalid regular expression {pattern!r} (expected RE2 syntax): {reason}") from None
+    except UnicodeEncodeError:
+        raise InvalidQueryError(f"invalid regular expression {pattern!r}: a lone surrogate is not text") from None
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    program = _compile(pattern)
+    try:
+        return program.fullmatch(text) is not None
+    except UnicodeEncodeError:  # a lone surrogate: match what the log would hold (U+FFFD in its place)
+        return program.fullmatch(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")) is not None
 
 
 _MISSING = object()
@@ -109,8 +134,9 @@ class AttributeFilter:
 
     ``op`` is one of ``==  !=  <  <=  >  >=  in  exists  contains  matches``. ``in`` takes a collection of values;
     ``exists`` takes no value; ``contains`` is a substring test on strings and a membership test on arrays;
-    ``matches`` is a regular expression that must match the whole string. ``scope="resource"`` tests the resource's
-    attributes (``service.name``, ``deployment.environment``, ...) instead of the span's.
+    ``matches`` is a regular expression in RE2 syntax (as TraceQL's ``=~``; no backreferences or lookaround) that
+    must match the whole string, in time linear in the string whatever the pattern. ``scope="resource"`` tests the
+    resource's attributes (``service.name``, ``deployment.environment``, ...) instead of the span's.
 
     Raises :class:`~spanstore.errors.InvalidQueryError` when the filter cannot be meant.
 
@@ -156,8 +182,8 @@ class AttributeFilter:
                 raise InvalidQueryError(f"{where}: 'matches' expects a regular expression str, got {value!r}")
             try:
                 _compile(value)
-            except re.error as error:
-                raise InvalidQueryError(f"{where}: invalid regular expression {value!r}: {error}") from None
+            except InvalidQueryError as error:
+                raise InvalidQueryError(f"{where}: {error}") from None
         elif op == "contains":
             if value is None:
                 raise InvalidQueryError(f"{where}: 'contains' expects a value, got None")
@@ -192,7 +218,7 @@ class AttributeFilter:
                 return any(_typed_equal(item, expected) for item in actual)
             return False
         if op == "matches":
-            return type(actual) is str and _compile(expected).fullmatch(actual) is not None
+            return type(actual) is str and _fullmatch(expected, actual)
         return _ordered(op, actual, expected)
 
     def matches(self, span: StoredSpan) -> bool:

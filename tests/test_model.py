@@ -324,3 +324,35 @@ def test_stored_span_encodes_with_msgspec() -> None:
     """StoredSpan is a plain msgspec Struct: msgspec can encode it (the store may rely on this for snapshots)."""
     span = StoredSpan(trace_id="a" * 32, span_id="b" * 16, name="n", start_time_unix_nano=1, end_time_unix_nano=2)
     assert msgspec.json.decode(msgspec.json.encode(span))["name"] == "n"
+
+
+def test_lone_surrogates_are_normalized_at_ingest_so_memory_equals_disk(tmp_path) -> None:
+    """A span with lone surrogates (name, keys, values, arrays, events, status, resource) reads the same from the
+    store in memory and after a restart: U+FFFD in their place on both sides."""
+    from spanstore import FileBasedSpanProcessor, SpanStore
+
+    provider = TracerProvider(resource=SdkResource.create({"service.name": "s\udc00"}), shutdown_on_exit=False)
+    processor = FileBasedSpanProcessor(tmp_path / "store", fsync="never")
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("scope\ud800")
+    with tracer.start_as_current_span("name \ud800", attributes={"k\udfff": "v\ud800", "a": ("x", "y\udc00")}) as s:
+        s.add_event("event \ud801", {"e": "\udbff"})
+        s.set_status(Status(SdkStatusCode.ERROR, "bad \udc80"))
+    in_memory = processor.store.spans()
+    provider.shutdown()
+    with SpanStore(tmp_path / "store") as reopened:
+        from_disk = reopened.spans()
+    assert from_disk == in_memory
+    [span] = in_memory
+    assert span.name == "name \ufffd" and span.attributes["k\ufffd"] == "v\ufffd"
+    assert span.status_message == "bad \ufffd"
+    assert span.attributes["a"] == ("x", "y\ufffd") and span.events[0].name == "event \ufffd"
+    assert span.service_name == "s\ufffd"
+
+
+def test_clean_text_leaves_valid_text_alone() -> None:
+    """ASCII, accented and astral text is returned as it is (the same object)."""
+    from spanstore.model import clean_text
+
+    for text in ("GET /cart", "café", "😀 ok", ""):
+        assert clean_text(text) is text

@@ -295,3 +295,20 @@ def test_replace_keeps_last_in_nanoseconds() -> None:
             )
         )
     assert [t.trace_id for t in find_traces(store, last=3600)] == [f"{2:032x}"]
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+", "(a|a)*", "(a*)*b", "(.*a){20}"])
+def test_matches_takes_linear_time_on_catastrophic_patterns(pattern: str) -> None:
+    """Patterns that make a backtracking engine run for ages (here ~2^60 steps) answer at once: RE2 is linear."""
+    value = "a" * 60 + "!"
+    store = SpanStore()
+    store.add_many(span(1, i, start=i, attributes=AttributeMap.of({"u": value})) for i in range(1, 4))
+    assert query_spans(store, SpanQuery(attributes=[AttributeFilter("u", pattern, "matches")])) == []
+    assert AttributeFilter("u", pattern + "!?", "matches").test("a" * 60) is (pattern != "(a*)*b")
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)a", "(?<!b)a"])
+def test_matches_refuses_what_re2_cannot_match_in_linear_time(pattern: str) -> None:
+    """Backreferences and lookaround are not RE2 (nor TraceQL): refused with the reason, not silently slow."""
+    with pytest.raises(InvalidQueryError, match=r"invalid regular expression .* \(expected RE2 syntax\)"):
+        AttributeFilter("k", pattern, "matches")
