@@ -6,7 +6,8 @@ backoff as the specification asks); this module only turns :class:`~spanstore.St
 allows), attributes of every type, events, links with their trace state, resource and scope (with schema URLs),
 trace flags and trace state, and the remote bit of the parent.
 
-Dropped counts do not survive: the SDK's ``ReadableSpan`` computes them from its own limits.
+What does not survive: dropped counts (the SDK's ``ReadableSpan`` computes them from its own limits) and a link's
+trace state (the official exporter does not write it, as its JSON file sibling does not).
 """
 
 from __future__ import annotations

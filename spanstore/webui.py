@@ -104,7 +104,7 @@ def _page(title: str, body: str, *, active: str = "", subtitle: str = "") -> str
     sub = f'<span class="where">{esc(subtitle)}</span>' if subtitle else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
         f"<title>{esc(title)} · spanstore</title>"
         '<link rel="stylesheet" href="/static/style.css"><script src="/static/app.js" defer></script>'
         f"</head><body>{_nav(active).replace('</nav>', '</nav>' + sub)}<main>{body}</main></body></html>"
@@ -126,7 +126,7 @@ def _standalone(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
         f"<title>{esc(title)}</title><style>{style}</style></head>"
         f'<body class="standalone"><main>{body}</main><script>{script}</script></body></html>'
     )
