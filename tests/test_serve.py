@@ -595,3 +595,19 @@ def test_ingest_is_thread_safe(server):
         thread.join()
     server.refresh()
     assert len(server.store) == 1600 and len(read_log(server.path)) == 1600
+
+
+def test_browser_apps_may_post_only_from_allowed_origins(tmp_path):
+    """CORS: a preflight from an --allow-origin origin is allowed (and its POST answered for it); others are not."""
+    with SpanServer(tmp_path / "store", otlp_port=0, allowed_origins=("http://app.local",)).start() as app:
+        preflight = {"Origin": "http://app.local", "Access-Control-Request-Method": "POST"}
+        status, headers, _ = request(app.otlp_url, "OPTIONS", headers=preflight)
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == "http://app.local"
+        assert "Content-Type" in headers["Access-Control-Allow-Headers"]
+        status, headers, _ = request(app.otlp_url, "OPTIONS", headers={**preflight, "Origin": "http://evil.example"})
+        assert "Access-Control-Allow-Origin" not in headers
+        body = json_body([stored()])
+        status, headers, _ = request(
+            app.otlp_url, "POST", body, {"Content-Type": "application/json", "Origin": "http://app.local"}
+        )
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == "http://app.local"
