@@ -40,6 +40,7 @@ COMMANDS = [
     "similar",
     "diff",
     "ops",
+    "serve",
 ]
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample folder {SAMPLES} is absent")
 
