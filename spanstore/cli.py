@@ -7,8 +7,8 @@ command takes ``--path`` (the store directory; default ``$SPANSTORE_PATH``, else
 Commands that read (``stats``, ``traces``, ``trace``, ``spans``, ``failures``, ``errors``, ``tail``, ``export``,
 ``similar``, ``diff``, ``ops``)
 never create or change a store: they open the log directory read-only, load its newest spans into an in-memory
-:class:`~spanstore.SpanStore` (at most ``SPANSTORE_MAX_SPANS``, default 500,000) and query that. ``demo`` and
-``import`` write.
+:class:`~spanstore.SpanStore` (at most ``SPANSTORE_MAX_SPANS``, default 500,000) and query that. ``demo``,
+``import`` and ``serve`` write (``serve`` receives OTLP/HTTP and serves a web UI: :mod:`spanstore.serve`).
 
 Exit status, as sqlite-utils does it: 0 on success, a search that finds nothing included (it says so); 1 when the
 command fails (``spanstore: error: ...`` on stderr: no store, unreadable file, nothing importable, unknown trace);
@@ -282,6 +282,23 @@ def _full_trace_id(text: str) -> str:
     return lowered
 
 
+def _port(text: str) -> int:
+    if not _INT_RE.match(text.strip()) or not 0 <= int(text) <= 65535:
+        raise ValueError(f"expected a port number from 0 to 65535; got {text!r}")
+    return int(text)
+
+
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)\s*\Z", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1 << 10, "mb": 10**6, "mib": 1 << 20, "gb": 10**9, "gib": 1 << 30}
+
+
+def _size(text: str) -> int:
+    match = _SIZE_RE.match(text)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"expected a size in bytes such as 500000, 4MiB or 16MB; got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
 def _seconds(text: str) -> float:
     return parse_duration_ns(text) / 1e9
 
@@ -444,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("trace_id", type=_argument_type(_trace_id), metavar="TRACE_ID", help="32 hex chars, or a prefix")
     p.add_argument("--full", action="store_true", help="every attribute, event (with stack traces) and link")
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="open the trace in a browser: the UI of a running `spanstore serve` of this store, else an HTML file",
+    )
+    p.add_argument("--ui", metavar="URL", help="with --open: the UI's address (default: probe http://127.0.0.1:4318)")
 
     p = command(
         "spans",
@@ -514,16 +537,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "export",
         _cmd_export,
-        "write the store (or a query's result) as OTLP JSON Lines",
+        "write spans as OTLP JSON Lines or an HTML trace view, or send them to an OTLP endpoint",
         "Write spans as OTLP JSON Lines (the OpenTelemetry file format: the Collector's otlpjsonfile\n"
-        "receiver reads it), oldest first. Without criteria: every span the store holds.",
+        "receiver reads it), oldest first; or, with --html, one self-contained HTML file showing every\n"
+        "trace with a matching span (whole) as a waterfall, for a bug report; or, with --otlp, send them\n"
+        "to an OTLP/HTTP endpoint with the official exporter. Without criteria: every span the store holds.",
         _examples(
             "spanstore export --out spans.jsonl",
             "spanstore export --out failures.jsonl --errors --last 1h",
             "spanstore export --out - --service cart | gzip > cart.jsonl.gz",
+            "spanstore export --html bug-1234.html --trace-id 4bf92f3577b34da6a3ce929d0e0e4736",
+            "spanstore export --otlp http://collector:4318 --last 1h",
         ),
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="output file ('-' for stdout); replaced if it exists")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="FILE", help="OTLP JSON Lines to FILE ('-' for stdout); replaced if it exists")
+    target.add_argument(
+        "--html", metavar="FILE", help="one self-contained HTML file with the trace view of each matching trace"
+    )
+    target.add_argument(
+        "--otlp", metavar="URL", help="send to an OTLP/HTTP endpoint (a Collector, Jaeger, Tempo; /v1/traces implied)"
+    )
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="with --otlp: a request header, repeatable (e.g. an API key)",
+    )
     _add_query_options(p, spans=True)
     p.add_argument("--limit", type=_argument_type(_limit), default=None, help="at most this many spans (newest)")
 
@@ -549,6 +590,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("trace_a", type=_argument_type(_trace_id), metavar="A", help="trace id (or prefix) of trace A")
     p.add_argument("trace_b", type=_argument_type(_trace_id), metavar="B", help="trace id (or prefix) of trace B")
+
+    p = command(
+        "serve",
+        _cmd_serve,
+        "OTLP/HTTP receiver for any language, and a web UI (search, waterfall, errors)",
+        "Receive spans over OTLP/HTTP (POST /v1/traces; protobuf or JSON, gzip) from services in any language\n"
+        "and the Collector, appending them to the store (beside what FileBasedSpanProcessors write), and\n"
+        "serve a web UI: trace search, a waterfall per trace, errors, new traces as they arrive. Without\n"
+        "--ui-port the UI shares the OTLP port. Listens on 127.0.0.1 unless --host says otherwise.",
+        _examples(
+            "spanstore serve                                 # http://127.0.0.1:4318 (OTLP and UI)",
+            "spanstore serve --ui-port 8080                  # UI on its own port",
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 node app.js   # send spans to it",
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--otlp-port", type=_argument_type(_port), default=4318, help="OTLP/HTTP port (default 4318; 0: any free)"
+    )
+    p.add_argument("--ui-port", type=_argument_type(_port), default=None, help="UI port (default: the OTLP port)")
+    p.add_argument(
+        "--max-body",
+        type=_argument_type(_size),
+        default=16 << 20,
+        metavar="BYTES",
+        help="largest request body, compressed or not (default 16MiB; e.g. 4MiB, 500000)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser apps at ORIGIN post spans (CORS), repeatable; '*' for any",
+    )
 
     p = command(
         "ops",
@@ -893,6 +968,8 @@ def _cmd_trace(args: argparse.Namespace, out: _Output) -> int:
         spans = get_trace(reader.store, trace_id)
     if not spans:
         raise CommandError(f"no trace {trace_id} in {reader.path} (`spanstore traces` lists them)")
+    if args.open:
+        return _open_trace(args, out, spans, reader.path)
     if out.json:
         out.spans(spans)
         return 0
@@ -1352,6 +1429,12 @@ def _progress(files: Sequence[Path], out: _Output) -> _FileProgress | None:
 
 
 def _cmd_export(args: argparse.Namespace, out: _Output) -> int:
+    if args.html is not None:
+        return _export_html(args, out)
+    if args.otlp is not None:
+        return _export_otlp(args, out)
+    if args.header:
+        raise UsageError("--header goes with --otlp")
     from spanstore.otlp import encode_spans
     from spanstore.query import query_spans
 
@@ -1379,6 +1462,159 @@ def _cmd_export(args: argparse.Namespace, out: _Output) -> int:
         print(f"Exported {what} to stdout as OTLP JSON Lines.", file=sys.stderr)
     else:
         out.say(f"Exported {what} to {args.out} as OTLP JSON Lines.")
+    return 0
+
+
+_HTML_TRACES_DEFAULT = 100
+
+
+def _matching_traces(store: SpanStore, query: SpanQuery, limit: int | None) -> list[list[StoredSpan]]:
+    """Whole traces holding a span that matches, newest match first, at most ``limit``."""
+    from spanstore.query import get_trace, query_spans
+
+    trace_ids: dict[str, None] = {}
+    for span in query_spans(store, query.replace(limit=None, order="newest")):
+        trace_ids.setdefault(span.trace_id, None)
+        if limit is not None and len(trace_ids) >= limit:
+            break
+    return [get_trace(store, trace_id) for trace_id in trace_ids]
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def _export_html(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.webui import export_document
+
+    if args.header:
+        raise UsageError("--header goes with --otlp")
+    limit = _HTML_TRACES_DEFAULT if args.limit is None else args.limit
+    with _reading(args) as reader:
+        traces = _matching_traces(reader.store, _query(args), limit)
+        held = reader.store.stats().trace_count
+    if not traces:
+        raise CommandError(f"no trace matches (the store holds {held:,} traces); nothing written")
+    title = f"spanstore: {len(traces)} trace{'s' if len(traces) != 1 else ''}" if len(traces) > 1 else ""
+    if not title:
+        head = traces[0][0]
+        title = f"{head.service_name} {head.name} · trace {head.trace_id}"
+    document = export_document(traces, title=title)
+    if args.html == "-":
+        sys.stdout.write(document)
+        return 0
+    _write_private(args.html, document.encode("utf-8"))
+    spans = sum(len(trace) for trace in traces)
+    summary = {"html": args.html, "traces": len(traces), "spans": spans, "bytes": len(document.encode())}
+    if out.json:
+        out.record(summary)
+    else:
+        more = f" (the newest {limit}; --limit N for more)" if args.limit is None and len(traces) >= limit else ""
+        out.say(f"Wrote {_plural(len(traces), 'trace')} ({_plural(spans, 'span')}) to {args.html}{more}.")
+    return 0
+
+
+def _export_otlp(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.query import query_spans
+    from spanstore.ship import ExportFailedError, export_otlp, traces_endpoint
+
+    headers = {}
+    for item in args.header:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--header expects KEY=VALUE, got {item!r}")
+        headers[key.strip()] = value.strip()
+    try:
+        endpoint = traces_endpoint(args.otlp)
+    except ValueError as error:
+        raise UsageError(f"--otlp: {error}") from None
+    query = _query(args, limit=args.limit, order="newest" if args.limit is not None else "oldest")
+    with _reading(args) as reader:
+        spans = query_spans(reader.store, query)
+    if args.limit is not None:
+        spans.reverse()
+    if not spans:
+        out.say("No spans match; nothing sent.")
+        if out.json:
+            out.record({"otlp": endpoint, "spans": 0, "traces": 0})
+        return 0
+    try:
+        sent = export_otlp(spans, endpoint, headers=headers or None)
+    except ExportFailedError as error:
+        raise CommandError(str(error)) from None
+    except ImportError as error:
+        raise CommandError(str(error)) from None
+    traces = len({span.trace_id for span in spans})
+    if out.json:
+        out.record({"otlp": endpoint, "spans": sent, "traces": traces})
+    else:
+        out.say(f"Sent {_plural(sent, 'span')} ({_plural(traces, 'trace')}) to {endpoint}.")
+    return 0
+
+
+def _probe_ui(base: str, store_path: Path) -> bool:
+    """True when a `spanstore serve` of this store answers at ``base`` (its /api/info names the same path)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/api/info", timeout=0.3) as response:  # noqa: S310
+            info = json.loads(response.read(65536))
+        return isinstance(info, dict) and info.get("path") == str(store_path.resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _open_trace(args: argparse.Namespace, out: _Output, spans: Sequence[StoredSpan], path: Path) -> int:
+    import tempfile
+    import webbrowser
+
+    trace_id = spans[0].trace_id
+    base = args.ui or "http://127.0.0.1:4318"
+    if args.ui or _probe_ui(base, path):
+        target = f"{base.rstrip('/')}/trace/{trace_id}"
+    else:
+        from spanstore.webui import export_document
+
+        head = spans[0]
+        document = export_document([spans], title=f"{head.service_name} {head.name} · trace {trace_id}")
+        fd, name = tempfile.mkstemp(prefix=f"spanstore-trace-{trace_id[:8]}-", suffix=".html")
+        with os.fdopen(fd, "wb") as file:
+            file.write(document.encode("utf-8"))
+        target = Path(name).as_uri()
+    opened = webbrowser.open(target)
+    if out.json:
+        out.record({"trace_id": trace_id, "url": target, "opened": bool(opened)})
+    elif opened:
+        out.say(f"Opened {target}")
+    else:
+        out.say(f"No browser could be started; open {target}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, out: _Output) -> int:
+    from spanstore.serve import run
+
+    path = _store_path(args)
+    try:
+        run(
+            path,
+            host=args.host,
+            otlp_port=args.otlp_port,
+            ui_port=args.ui_port,
+            max_body_bytes=args.max_body,
+            allowed_origins=tuple(args.allow_origin),
+            store_options=_store_options(),
+        )
+    except OSError as error:
+        if error.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise CommandError(
+                f"cannot listen on {args.host}: {error.strerror} (another spanstore serve or a Collector? "
+                "--otlp-port / --ui-port pick other ports)"
+            ) from None
+        raise
     return 0
 
 

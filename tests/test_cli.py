@@ -43,6 +43,7 @@ COMMANDS = [
     "similar",
     "diff",
     "ops",
+    "serve",
 ]
 needs_samples = pytest.mark.skipif(
     not SAMPLES.is_dir(),
