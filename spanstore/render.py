@@ -724,8 +724,16 @@ def print_trace(console: Console, spans: Sequence[StoredSpan], *, full: bool = F
         _print_full(console, rows, t0, glyphs)
 
 
-def _pretty_json(attributes: AttributeMap, key: str, value: Any) -> str | None:
-    """``input.value``/``output.value`` (``spanstore.traced``, OpenInference) as indented JSON, when they are JSON."""
+def pretty_json_value(attributes: AttributeMap, key: str, value: Any) -> str | None:
+    """``input.value``/``output.value`` (``spanstore.traced``, OpenInference) as indented JSON, when they are JSON.
+
+    >>> from spanstore.model import AttributeMap
+    >>> attributes = AttributeMap.of({"input.value": '{"n":1}', "input.mime_type": "application/json"})
+    >>> print(pretty_json_value(attributes, "input.value", attributes["input.value"]))
+    {
+      "n": 1
+    }
+    """
     if key not in ("input.value", "output.value") or not isinstance(value, str):
         return None
     if attributes.get(key.replace(".value", ".mime_type")) != "application/json":
@@ -739,7 +747,7 @@ def _pretty_json(attributes: AttributeMap, key: str, value: Any) -> str | None:
 def _attribute_lines(attributes: AttributeMap, indent: str) -> list[Text]:
     lines = []
     for key, value in attributes.items():
-        pretty = _pretty_json(attributes, key, value)
+        pretty = pretty_json_value(attributes, key, value)
         if pretty is not None and "\n" not in pretty:
             line = Text(f"{indent}{key}", style="bold")
             line.append(" = " + pretty, style="")

@@ -29,7 +29,14 @@ from urllib.parse import quote, urlencode
 
 from spanstore.errors import InvalidQueryError
 from spanstore.model import AttributeMap, StatusCode, StoredSpan
-from spanstore.render import error_summary, format_duration, format_time, key_attributes, trace_rows
+from spanstore.render import (
+    error_summary,
+    format_duration,
+    format_time,
+    key_attributes,
+    pretty_json_value,
+    trace_rows,
+)
 
 __all__ = ["esc", "export_document", "render_trace", "respond"]
 
@@ -137,10 +144,18 @@ def _kv_table(attributes: AttributeMap, empty: str = "none") -> str:
     if not attributes:
         return f'<p class="none">{empty}</p>'
     rows = "".join(
-        f'<tr><th scope="row">{esc(key)}</th><td>{esc(_value(value))}</td></tr>'
+        f'<tr><th scope="row">{esc(key)}</th><td>{_cell(attributes, key, value)}</td></tr>'
         for key, value in sorted(attributes.items(), key=lambda item: item[0])
     )
     return f'<table class="kv">{rows}</table>'
+
+
+def _cell(attributes: AttributeMap, key: str, value: Any) -> str:
+    """A value; ``input.value``/``output.value`` JSON (``spanstore.traced``) indented in a ``<pre>``."""
+    pretty = pretty_json_value(attributes, key, value)
+    if pretty is not None:
+        return f'<pre class="json">{esc(pretty)}</pre>'
+    return esc(_value(value))
 
 
 def _trace_link(trace_id: str, span_id: str, local: set[str] | None) -> str:

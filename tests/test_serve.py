@@ -611,3 +611,30 @@ def test_browser_apps_may_post_only_from_allowed_origins(tmp_path):
             app.otlp_url, "POST", body, {"Content-Type": "application/json", "Origin": "http://app.local"}
         )
         assert status == 200 and headers["Access-Control-Allow-Origin"] == "http://app.local"
+
+
+def test_traced_inputs_and_outputs_show_as_indented_json(server, tmp_path):
+    """A span recorded by spanstore.traced shows input.value/output.value as indented, escaped JSON in the UI."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from spanstore import traced
+    from spanstore.processor import SpanStoreExporter
+
+    exporter = SpanStoreExporter(store=server.store) if hasattr(server, "store") else None
+    if exporter is None:
+        pytest.fail("SpanServer no longer exposes its store: update this test")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    @traced(tracer=provider.get_tracer("pipeline"))
+    def step(order: dict) -> dict:
+        return {"total": sum(order["prices"]), "note": "<b>ok</b>"}
+
+    step({"prices": [1, 2], "user": "ada"})
+    (span,) = [s for s in server.store.spans() if s.name.endswith("step")]
+    status, _, body = request(server.ui_url + f"trace/{span.trace_id}")
+    text = body.decode()
+    assert status == 200 and '<pre class="json">' in text, text[
+        text.find("input.value") - 50 : text.find("input.value") + 300
+    ]
+    assert "&quot;prices&quot;: [\n" in text and "&lt;b&gt;ok&lt;/b&gt;" in text and "<b>ok</b>" not in text
