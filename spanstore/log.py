@@ -402,6 +402,7 @@ class SpanLog:
             raise _storage_error(exc, "open span log directory", path) from exc
         if not stat_module.S_ISDIR(st.st_mode):
             raise NotAStoreError(f"expected a span log directory at {path}, got a file")
+        self._directory_identity = (st.st_dev, st.st_ino)
         marker = path / MARKER_NAME
         try:
             has_marker = os.path.lexists(marker)
@@ -493,6 +494,7 @@ class SpanLog:
         self._read_gaps = 0
         self._segments_missed = 0
         self._fsyncs = 0
+        self._directories_recreated = 0
         self._line_marks: dict[int, tuple[int, int]] = {}  # segment -> (offset, newlines before it)
 
     def _after_fork_in_child(self) -> None:
@@ -501,24 +503,35 @@ class SpanLog:
         self._fds.close()
         self._init_process_state()
 
-    def close(self) -> None:
+    def close(self, timeout_seconds: float | None = None) -> None:
         """Flush (per the fsync policy) and release the files. Idempotent; later calls raise StoreClosedError.
 
-        Thread-safe: waits for an append in progress.
+        Thread-safe: waits for an append in progress, up to ``timeout_seconds`` (None: as long as it takes); past
+        that (an append waiting for another process's lock, say) the log is closed at once and that append
+        releases the files when it ends.
         """
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            fd = self._fds.segment
-            if fd >= 0 and self._unsynced and self.fsync != "never":
-                try:
-                    _fdatasync(fd)
-                    self._fsyncs += 1
-                except OSError as exc:
-                    logger.warning("fsync of %s on close failed: %s", self.path, exc)
-            self._fds.close()
-            self._finalizer.detach()
+        wait = -1 if timeout_seconds is None else max(0.0, timeout_seconds)
+        if not self._write_lock.acquire(timeout=wait):
+            self._closed = True  # seen by the append in progress, which releases the files on its way out
+            return
+        try:
+            self._close_locked()
+        finally:
+            self._write_lock.release()
+
+    def _close_locked(self) -> None:
+        if self._closed and self._fds.segment < 0 and self._fds.lock < 0:
+            return
+        self._closed = True
+        fd = self._fds.segment
+        if fd >= 0 and self._unsynced and self.fsync != "never":
+            try:
+                _fdatasync(fd)
+                self._fsyncs += 1
+            except OSError as exc:
+                logger.warning("fsync of %s on close failed: %s", self.path, exc)
+        self._fds.close()
+        self._finalizer.detach()
 
     def __enter__(self) -> SpanLog:
         return self
@@ -579,11 +592,19 @@ class SpanLog:
         lines = encode_spans(spans, max_line_bytes=self._max_line_bytes)
         with self._write_lock:
             self._check_usable()
-            self._lock_directory()
+            self._recover_directory()
+            try:
+                self._lock_directory()
+            except BaseException:
+                if self._closed:  # closed (with a timeout) while this append waited for the lock
+                    self._close_locked()
+                raise
             try:
                 written = self._write_lines(lines)
             finally:
                 self._unlock_directory()
+                if self._closed:
+                    self._close_locked()
             self._lines_appended += len(lines)
             self._spans_appended += len(spans)
             self._bytes_appended += written
@@ -597,6 +618,32 @@ class SpanLog:
                     exc.lines_written = True  # type: ignore[attr-defined]  # callers must not append them again
                     raise
         return written
+
+    def _recover_directory(self) -> None:
+        """Recreate the store directory when it was deleted (or replaced) while this log had it open.
+
+        Without this, appends went on into the deleted directory's open segment (lost with it), then failed for
+        good at the next roll; and a directory recreated empty by someone else filled up without its marker, to be
+        refused at the next open. One ``stat`` a batch. Called with the write lock held.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return  # not ours to judge: the write reports it
+        if st is not None and (st.st_dev, st.st_ino) == self._directory_identity:
+            return
+        self._fds.close()  # the segment and lock descriptors point into the old directory
+        self._seq, self._size = 0, -1
+        self._open_directory(create=True)  # raises StorageError when it cannot be (re)made: the writer retries
+        self._directories_recreated += 1
+        logger.warning(
+            "spanstore: the store directory %s was %s while in use; %s it as a store, spans go there from now on",
+            self.path,
+            "deleted" if st is None else "replaced",
+            "recreated" if st is None else "reopened",
+        )
 
     def _sync_segment(self) -> None:
         fd = self._fds.segment
@@ -1267,7 +1314,11 @@ class SpanLog:
         self._check_usable()
         segments = 0
         disk_bytes = 0
-        for _seq, name in self._list_segments():
+        try:
+            listed = self._list_segments()
+        except StorageError:  # the directory was deleted or is unreadable: the counters still stand
+            listed = []
+        for _seq, name in listed:
             try:
                 disk_bytes += os.lstat(os.path.join(self.path, name)).st_size
             except FileNotFoundError:

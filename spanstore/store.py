@@ -803,17 +803,23 @@ class SpanStore:
                 self._notify_locked(trace_id, True)
             self._reset_indices()
 
-    def close(self) -> None:
-        """Flush to disk, stop the writer, close the log. Idempotent; later use raises StoreClosedError."""
+    def close(self, timeout_seconds: float | None = 30.0) -> None:
+        """Flush to disk, stop the writer, close the log. Idempotent; later use raises StoreClosedError.
+
+        Returns within about ``timeout_seconds`` (the SDK's shutdown default) even when the disk cannot be written
+        (another process holding the directory lock, a failing disk): spans still unwritten then are dropped,
+        counted in ``stats().writer`` and logged.
+        """
         if self._closed:
             return
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         try:
             self._drainer.stop()
             if self._writer is not None:
                 self.drain()
-                self._writer.close()
+                self._writer.close(timeout_seconds)
             if self._log is not None:
-                self._log.close()
+                self._log.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         finally:
             self._closed = True
 

@@ -450,7 +450,7 @@ class LogWriter:
             self._urgent.set()
             self._wake.set()
         if thread is not None and thread is not threading.current_thread():
-            remaining = None if timeout_seconds is None else max(0.1, timeout_seconds - (time.monotonic() - start))
+            remaining = None if timeout_seconds is None else max(0.0, timeout_seconds - (time.monotonic() - start))
             thread.join(remaining)
         with self._lock:
             self._thread = None

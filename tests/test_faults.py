@@ -161,3 +161,56 @@ def test_fork_waits_for_an_update_in_progress_so_the_child_never_sees_half_of_it
     updater.join()
     assert os.waitstatus_to_exitcode(status) == 0, "the child saw the update half done (3) or broken indices (1)"
     assert len(store) == 1  # the parent's store works after the fork
+
+
+def test_a_store_directory_deleted_under_a_running_writer_is_recreated(tmp_path):
+    """Deleted while in use: stats() does not raise, the writer recreates the directory with its marker, later
+    spans reach it (not an unlinked file), and the store reopens with them."""
+    import shutil
+
+    path = tmp_path / "store"
+    with SpanStore(path, flush_interval_seconds=0.05) as store:
+        store.add_many(make_spans(0, 10))
+        assert store.flush(10)
+        shutil.rmtree(path)
+        assert store.stats().span_count == 10  # no StorageError for a missing directory
+        store.add_many(make_spans(10, 20))
+        assert store.flush(10)
+        assert (path / "spanstore.json").is_file()
+        assert store.stats().writer["dropped_spans"] == 0
+    with SpanStore(path) as reopened:
+        assert sorted(span.name for span in reopened.spans()) == sorted(f"s{i}" for i in range(10, 20))
+
+
+def test_close_returns_within_its_timeout_while_another_process_holds_the_lock(tmp_path):
+    """The directory lock held elsewhere (here: another open file description) cannot hold close() past its
+    timeout; the unwritten spans are dropped and counted, not waited for."""
+    import portalocker
+
+    path = tmp_path / "store"
+    store = SpanStore(path, flush_interval_seconds=0.05)
+    store.add_many(make_spans(0, 5))
+    assert store.flush(10)
+    with open(path / "spanstore.lock", "a") as holder:
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        store.add_many(make_spans(5, 10))
+        started = time.monotonic()
+        store.close(timeout_seconds=1.0)
+        elapsed = time.monotonic() - started
+        portalocker.unlock(holder)
+    assert elapsed < 2.0, elapsed
+    with SpanStore(path) as reopened:
+        assert len(reopened) == 5  # what was confirmed before the lock was taken
+
+
+def make_spans(first: int, last: int) -> list[StoredSpan]:
+    return [
+        StoredSpan(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            name=f"s{i}",
+            start_time_unix_nano=1_700_000_000_000_000_000 + i,
+            end_time_unix_nano=1_700_000_000_000_000_100 + i,
+        )
+        for i in range(first, last)
+    ]
