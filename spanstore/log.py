@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -917,6 +917,8 @@ class SpanLog:
         position: LogPosition | None = None,
         *,
         max_spans: int | None = None,
+        max_bytes: int | None = None,
+        size_of: Callable[[StoredSpan], int] | None = None,
         containing: bytes | None = None,
         trace_ids: Iterable[str] | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
@@ -930,6 +932,10 @@ class SpanLog:
         would be dropped are not decoded. Segments deleted (by retention) since ``position`` are skipped over:
         the read continues from the oldest remaining one and counts the gap in :meth:`stats`. Corrupt lines are
         skipped and recorded as :class:`SkippedLine`; the lines around them are kept.
+
+        ``max_bytes`` (with ``max_spans``, and ``size_of`` giving a span's size) also stops once the newest spans
+        read add up to that many bytes: a store opening a log of huge spans never holds more than its budget's
+        worth of them at once.
 
         ``containing`` decodes only the lines holding these bytes (say ``b'"traceId":"0af76519'``): a substring
         search is ~100x cheaper than decoding, so looking up one trace in a large log costs little more than
@@ -959,7 +965,8 @@ class SpanLog:
         try:
             if max_spans is None:
                 return self._read_forward(plan, position, wanted)
-            return self._read_newest(plan, position, max_spans, wanted)
+            limit = None if max_bytes is None or size_of is None else (max_bytes, size_of)
+            return self._read_newest(plan, position, max_spans, wanted, limit)
         finally:
             self._warn_skip_summary()
 
@@ -1083,14 +1090,21 @@ class SpanLog:
         return out, end_position
 
     def _read_newest(
-        self, plan: list[tuple[int, str, int]], position: LogPosition | None, max_spans: int, containing: _Wanted
+        self,
+        plan: list[tuple[int, str, int]],
+        position: LogPosition | None,
+        max_spans: int,
+        containing: _Wanted,
+        byte_limit: tuple[int, Callable[[StoredSpan], int]] | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
         batches: list[list[StoredSpan]] = []  # newest first
         count = 0
+        size = 0
+        max_bytes, size_of = byte_limit if byte_limit is not None else (None, None)
         end_position: LogPosition | None = None
         last = len(plan) - 1
         for index in range(last, -1, -1):
-            if end_position is not None and count >= max_spans:
+            if end_position is not None and (count >= max_spans or (max_bytes is not None and size >= max_bytes)):
                 break
             seq, name, offset = plan[index]
             chunk = self._load(seq, name, offset, index == last)
@@ -1110,7 +1124,9 @@ class SpanLog:
                 if line_spans:
                     batches.append(line_spans)
                     count += len(line_spans)
-                    if count >= max_spans:
+                    if size_of is not None:
+                        size += sum(map(size_of, line_spans))
+                    if count >= max_spans or (max_bytes is not None and size >= max_bytes):
                         break
             if chunk.torn_tail:
                 self._record_torn_tail(seq, name, chunk, base)

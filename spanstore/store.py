@@ -359,7 +359,10 @@ class SpanStore:
 
         self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes)
         self.path = self._log.path
-        spans, self._log_position = self._log.read(max_spans=self.max_spans)
+        # Newest first, at most the budgets' worth: a log of huge spans never sits in memory whole while it loads.
+        spans, self._log_position = self._log.read(
+            max_spans=self.max_spans, max_bytes=self.max_bytes, size_of=_estimate_bytes
+        )
         with self._lock:
             for span in spans:
                 self._add_locked(span)

@@ -214,3 +214,37 @@ def make_spans(first: int, last: int) -> list[StoredSpan]:
         )
         for i in range(first, last)
     ]
+
+
+def test_opening_a_log_of_huge_spans_holds_only_the_budgets_worth(tmp_path):
+    """Replay reads newest first and stops at the byte budget: opening 30 MB of 100 KB spans with max_bytes=2 MB
+    never holds the whole log in memory (it once peaked above the log's size before evicting)."""
+    import tracemalloc
+
+    from spanstore.model import AttributeMap
+
+    path = tmp_path / "store"
+    with SpanLog(path, segment_max_bytes=1 << 20) as log:
+        for first in range(0, 300, 10):
+            log.append(
+                [
+                    StoredSpan(
+                        trace_id=f"{i + 1:032x}",
+                        span_id=f"{i + 1:016x}",
+                        name=f"s{i}",
+                        start_time_unix_nano=1_700_000_000_000_000_000 + i,
+                        end_time_unix_nano=1_700_000_000_000_000_100 + i,
+                        attributes=AttributeMap.of({"payload": f"{i:06d}" + "x" * 100_000}),
+                    )
+                    for i in range(first, first + 10)
+                ]
+            )
+    tracemalloc.start()
+    try:
+        with SpanStore(path, max_bytes=2_000_000) as store:
+            peak = tracemalloc.get_traced_memory()[1]
+            names = sorted(span.name for span in store.spans())
+    finally:
+        tracemalloc.stop()
+    assert names and names == sorted(f"s{i}" for i in range(300 - len(names), 300))  # the newest kept
+    assert peak < 12_000_000, peak  # the log is 30 MB
