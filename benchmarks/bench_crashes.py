@@ -101,6 +101,122 @@ MULTIPROCESSING_APP = """
 """
 
 
+FORK_UNDER_LOAD_APP = """
+    import os, sys, threading, warnings
+    from spanstore.model import AttributeMap, StoredSpan
+    from spanstore.store import SpanStore
+
+    store = SpanStore(max_spans=1000)
+    stop = threading.Event()
+
+    def add(k):
+        batches = [
+            [StoredSpan(trace_id=f"{k:08x}{n:024x}", span_id=f"{j + 1:016x}", name=f"op-{j % 7}",
+                        start_time_unix_nano=n * 1000 + j, end_time_unix_nano=n * 1000 + j + 5,
+                        attributes=AttributeMap.of({"k": k, "n": n % 50})) for j in range(20)]
+            for n in range(200)
+        ]
+        while not stop.is_set():
+            for batch in batches:
+                store.add_many(batch)
+
+    threads = [threading.Thread(target=add, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    whole = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for _ in range(int(sys.argv[1])):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    store._check()
+                    os._exit(0)
+                except BaseException:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            whole += os.waitstatus_to_exitcode(status) == 0
+    stop.set()
+    for thread in threads:
+        thread.join()
+    print(whole)
+"""
+
+SHUTDOWN_APP = """
+    import shutil, sys, time
+    from opentelemetry.sdk.trace import TracerProvider
+    from spanstore.processor import FileBasedSpanProcessor
+
+    path, fault = sys.argv[1], sys.argv[2]
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(FileBasedSpanProcessor(path, flush_interval_seconds=0.1))
+    tracer = provider.get_tracer("shutdown")
+    for i in range(100):
+        tracer.start_span(f"before-{i}").end()
+    provider.force_flush()
+    if fault == "deleted":
+        shutil.rmtree(path)
+    else:
+        print("ready", flush=True)
+        sys.stdin.readline()  # the harness now holds the directory lock
+    for i in range(100):
+        tracer.start_span(f"after-{i}").end()
+    started = time.monotonic()
+    provider.shutdown()
+    print(f"{time.monotonic() - started:.2f}", flush=True)
+"""
+
+
+def _fork_under_load(folder: Path, forks: int) -> dict[str, Any]:
+    app = _script(folder, "fork_app.py", FORK_UNDER_LOAD_APP)
+    result = subprocess.run(
+        [sys.executable, str(app), str(forks)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    whole = int(result.stdout.strip() or 0)
+    return {
+        "scenario": "fork while 4 threads add spans (children with whole indices)",
+        "runs": forks,
+        "owed": forks,
+        "found": whole,
+        "lost": forks - whole,
+        "twice": 0,
+    }
+
+
+def _shutdown_time(folder: Path, fault: str) -> dict[str, Any]:
+    """Seconds provider.shutdown() takes with the store directory deleted, or its lock held by another process."""
+    import portalocker
+
+    app = _script(folder, "shutdown_app.py", SHUTDOWN_APP)
+    store = folder / f"store-shutdown-{fault}"
+    process = subprocess.Popen(
+        [sys.executable, str(app), str(store), fault],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    holder = None
+    if fault == "locked":
+        process.stdout.readline()
+        holder = open(store / "spanstore.lock", "a")  # noqa: SIM115 - held across the child's shutdown
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    seconds = float(process.stdout.readline().strip() or "nan")
+    process.wait(timeout=120)
+    if holder is not None:
+        portalocker.unlock(holder)
+        holder.close()
+    found = _names(store)
+    return {
+        "fault": fault,
+        "shutdown_seconds": seconds,
+        "after_spans_found": sum(found[f"after-{i}"] for i in range(100)),
+    }
+
+
 def _names(path: Path) -> Counter[str]:
     from spanstore.log import SpanLog
 
@@ -207,6 +323,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         modes = ["fork-process", "fork-pool"] if quick else ["fork-process", "fork-pool", "spawn-process"]
         modes += [] if quick else ["spawn-pool", "forkserver-process", "forkserver-pool"]
         rows.extend(_multiprocessing(folder, mode, per_child) for mode in modes)
+        rows.append(_fork_under_load(folder, 5 if quick else 20))
+        shutdowns = [] if quick else [_shutdown_time(folder, "deleted"), _shutdown_time(folder, "locked")]
+    for shutdown in shutdowns:
+        print(
+            f"provider.shutdown() with the store directory {shutdown['fault']}: {shutdown['shutdown_seconds']:.2f} s, "
+            f"{shutdown['after_spans_found']} of the 100 spans ended after the fault on disk"
+        )
     headers = ["scenario", "runs", "spans owed", "found", "lost", "twice"]
     table = [[r["scenario"], r["runs"], r["owed"], r["found"], r["lost"], r["twice"]] for r in rows]
     print(report.format_table(headers, table, align="lrrrrr"))
@@ -216,8 +339,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         for r in rows
         if r["lost"] or r["twice"]
     ]
+    violations += [
+        f"crashes: shutdown with the directory {shutdown['fault']} took {shutdown['shutdown_seconds']:.1f} s (> 31 s)"
+        for shutdown in shutdowns
+        if not shutdown["shutdown_seconds"] <= 31
+    ]
     return {
         "rows": rows,
+        "shutdowns": shutdowns,
         "violations": violations,
         "markdown": [report.format_markdown_table(headers, table)],
     }
