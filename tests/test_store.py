@@ -143,13 +143,38 @@ def test_spans_beyond_the_per_trace_cap_are_dropped_and_counted() -> None:
 
 
 def test_memory_budget_evicts_by_estimate() -> None:
-    """The byte budget evicts whole traces too, and the estimate stays within it."""
-    store = SpanStore(max_bytes=5_000)
-    for i in range(100):
-        store.add(make_span(i + 1, i + 1, start=i))
-    stats = store.stats()
-    assert stats.memory_estimate_bytes <= 5_000
-    assert stats.evicted_traces == 100 - stats.trace_count
+    """Spans of very unequal sizes under a byte budget: after every add the estimate is the independently computed
+    sum of the held spans, stays within the budget, and the oldest traces left whole, as many as the budget needed."""
+    import random
+
+    from tests.model_reference import estimated_bytes
+
+    rng = random.Random(13)
+    budget = 20_000
+    store = SpanStore(max_bytes=budget)
+    model = ReferenceStore(max_spans=10**6, max_bytes=budget, max_spans_per_trace=10**6)
+    payloads = [
+        lambda n: "s" * n,
+        lambda n: b"b" * n,
+        lambda n: tuple(range(n // 10)),
+        lambda n: AttributeMap.of({"inner": "m" * n, "n": n}),
+        lambda n: 1.5,
+    ]
+    multi_evictions = 0
+    for i in range(300):
+        size = rng.choice([0, 10, 100, 1_000, 4_000, 12_000])
+        attributes = AttributeMap.of({"payload": rng.choice(payloads)(size)})
+        span = make_span(i // rng.choice([1, 2, 3]) + 1, i + 1, start=i, attributes=attributes)
+        before = model.evicted_traces
+        assert store.add(span) == model.add(span)
+        multi_evictions += model.evicted_traces - before >= 2
+        stats = store.stats()
+        assert stats.memory_estimate_bytes == sum(map(estimated_bytes, model.spans)) <= budget
+        assert stats.evicted_traces == model.evicted_traces
+        assert [id(s) for s in store.spans()] == [id(s) for s in model.spans]
+    assert multi_evictions >= 10  # a big span arriving after small ones must push out several traces at once
+    sizes = {estimated_bytes(s) for s in model.spans}
+    assert max(sizes) > 10 * min(sizes)
     store._check()
 
 
