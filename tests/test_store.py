@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
 import msgspec
 import pytest
@@ -10,10 +11,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+import spanstore.query as query_module
 from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
 from spanstore.query import get_trace, query_spans
 from tests.model_reference import ReferenceStore
-from tests.span_factory import TRACE_IDS, criteria, spans, to_query_kwargs
+from tests.span_factory import NOW as NOW_SECONDS
+from tests.span_factory import TRACE_IDS, criteria, matching_criteria, spans, to_query_kwargs
 
 NOW = 10**18  # queries with `last` resolve against the wall clock; the generated spans sit near the epoch
 
@@ -73,6 +76,15 @@ class StoreMachine(RuleBasedStateMachine):
         got = query_spans(self.store, **to_query_kwargs(c))
         want = self.model.query(c, NOW)
         assert [id(s) for s in got] == [id(s) for s in want], (got, want)
+
+    @precondition(lambda self: hasattr(self, "model") and self.model.spans)
+    @rule(data=st.data())
+    def query_drawn_from_stored(self, data: st.DataObject) -> None:
+        """A query built from the spans held now (after evictions and reopens), ``last`` against a fixed clock."""
+        c = data.draw(matching_criteria(self.model.spans))
+        with mock.patch.object(query_module, "now_unix_nano", lambda: NOW_SECONDS):
+            got = query_spans(self.store, **to_query_kwargs(c))
+        assert [id(s) for s in got] == [id(s) for s in self.model.query(c, NOW_SECONDS)], c
 
     @rule(trace_id=st.sampled_from(TRACE_IDS))
     def trace(self, trace_id: str) -> None:
