@@ -746,6 +746,8 @@ def test_a_failed_fsync_says_the_lines_were_written(tmp_path: Path, monkeypatch:
         with pytest.raises(StorageError) as raised:
             log.append(make_spans(3))
         assert raised.value.lines_written is True
+        segment = log.path / "spans-000001.jsonl"
+        assert str(raised.value) == f"cannot fsync segment {segment}: Input/output error"  # what, where, why
         monkeypatch.undo()
         assert len(log.read()[0]) == 3
 

@@ -399,6 +399,25 @@ def test_planner_uses_an_index_instead_of_scanning(monkeypatch: pytest.MonkeyPat
     assert len(checked) < 1_000
 
 
+def test_planner_uses_the_bool_index_for_bool_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter on True checks only the spans holding True, not those holding 1 (True == 1 in Python)."""
+    store = SpanStore()
+    for i in range(2_000):
+        value = True if i % 100 == 0 else i % 3  # 20 True, the rest 0, 1 or 2
+        store.add(span(i + 1, i + 1, start=i, attributes=AttributeMap.of({"flag": value})))
+    checked = []
+    original = SpanQuery.predicate
+
+    def counting(self, now=None, **options):
+        accept = original(self, now, **options)
+        return lambda item: checked.append(item) or accept(item)
+
+    monkeypatch.setattr(SpanQuery, "predicate", counting)
+    assert len(filter_by_attribute(store, "flag", True, limit=None)) == 20
+    assert len(checked) <= 20
+    assert len(query_spans(store, attributes=[AttributeFilter("flag", (True, 2), "in")])) == 20 + 660
+
+
 def test_replace_keeps_last_in_nanoseconds() -> None:
     """SpanQuery.replace (and find_traces, which calls it) keeps ``last`` as given, not re-read as seconds."""
     query = SpanQuery(last=600)

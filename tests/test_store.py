@@ -190,6 +190,40 @@ def test_memory_budget_evicts_by_estimate() -> None:
     store._check()
 
 
+def test_refresh_loads_what_another_store_appended(tmp_path) -> None:
+    """refresh() adds the spans another store wrote to the same directory since the last open or refresh, once
+    each, skipping the spans this store wrote itself; a memory-only store has nothing to refresh."""
+    path = tmp_path / "store"
+    with SpanStore(path) as reader, SpanStore(path) as writer:
+        reader.add(make_span(1, 1, start=1))
+        assert reader.flush(timeout_seconds=30)
+        writer.add_many([make_span(2, 2, start=2), make_span(2, 3, start=3), make_span(3, 4, start=4)])
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 3  # its own span came back from the log too, and was recognised
+        assert sorted(int(s.span_id, 16) for s in reader.spans()) == [1, 2, 3, 4]
+        assert reader.refresh() == 0
+        writer.add(make_span(2, 5, start=5))
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 1
+        assert [int(s.span_id, 16) for s in get_trace(reader, f"{2:032x}")] == [2, 3, 5]
+        reader._check()
+    assert SpanStore().refresh() == 0
+
+
+def test_stats_of_a_persistent_store_name_its_path_log_and_writer(tmp_path) -> None:
+    """A store with a directory reports where it is, and its log's and writer's counters."""
+    path = tmp_path / "store"
+    with SpanStore(path) as store:
+        store.add(make_span(1, 1))
+        assert store.flush(timeout_seconds=30)
+        stats = store.stats()
+        assert stats.path == str(path)
+        assert stats.log is not None and stats.log["spans_appended"] == 1
+        assert stats.writer is not None and stats.writer["written_spans"] == 1
+    memory = SpanStore().stats()
+    assert (memory.path, memory.log, memory.writer) == (None, None, None)
+
+
 def test_stats_report_services_time_range_and_errors() -> None:
     """stats() summarizes what a user asks first: how many, which services, when, how many failed."""
     from spanstore import AttributeMap, Resource
