@@ -141,7 +141,7 @@ def test_eviction_removes_the_oldest_trace_whole() -> None:
     assert get_trace(store, f"{1:032x}") == []
     assert [s.span_id for s in get_trace(store, f"{2:032x}")] == [f"{10:016x}", f"{11:016x}"]
     stats = store.stats()
-    assert (stats.evicted_traces, stats.evicted_spans, stats.span_count) == (1, 3, 2)
+    assert (stats.evicted_traces, stats.evicted_spans, stats.span_count, stats.added_spans) == (1, 3, 2, 5)
     store._check()
 
 
