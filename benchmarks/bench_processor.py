@@ -374,7 +374,19 @@ def run(quick: bool) -> dict[str, Any]:
         dropped = row["kept"].get("dropped")
         if not row["all_flushed"] or dropped:
             print(f"note: {row['label']} on {row['threads']} thread(s): {row['kept']}, flushed={row['all_flushed']}")
+    spanstore_row = next(row for row in rows if row["subject"] == "spanstore" and row["threads"] == 1)
+    on_end = next(row for row in on_end_rows if row["subject"] == "spanstore")
+    violations, aims = report.check_aims(
+        "processor",
+        {
+            "FileBasedSpanProcessor on_end p50": on_end["on_end_ns"]["median"] / 1e9,
+            "FileBasedSpanProcessor on-thread p50": spanstore_row["on_thread_ns"]["median"] / 1e9,
+            "FileBasedSpanProcessor full per span": spanstore_row["full_ns_per_span"]["median"] / 1e9,
+        },
+    )
     return {
+        "aims": aims,
+        "violations": violations,
         "block_spans": block_spans,
         "blocks": blocks,
         "attributes_per_span": len(ATTRIBUTES),

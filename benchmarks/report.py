@@ -26,11 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "AIMS",
     "QUERY_P95_BUDGET_SECONDS",
+    "REGRESSION_MARGIN",
     "RSS_BUDGET_BYTES",
+    "Aim",
+    "check_aims",
     "format_bytes",
     "format_markdown_table",
     "format_seconds",
@@ -49,6 +53,127 @@ __all__ = [
 #: The design budgets ``python -m benchmarks --check`` enforces.
 QUERY_P95_BUDGET_SECONDS = 0.100
 RSS_BUDGET_BYTES = 256 * 1024 * 1024
+
+#: How much worse than the README's figure a measurement may be before ``--check`` calls it a regression. The
+#: README's figures come from a shared 2-core guest where other work alone moves a p95 by up to 2x.
+REGRESSION_MARGIN = 3.0
+
+
+class Aim(NamedTuple):
+    """A figure the README publishes, which ``--check`` holds every run to (within :data:`REGRESSION_MARGIN`).
+
+    ``readme_row`` starts the README table row (or line) that shows it and ``readme_text`` is the figure as printed
+    there (tests/test_benchmarks.py checks the README still says so). ``higher_is_better`` for throughputs.
+    """
+
+    module: str
+    name: str
+    value: float
+    unit: str  # "s", "spans/s", "bytes"
+    readme_row: str
+    readme_text: str
+    higher_is_better: bool = False
+
+    def limit(self) -> float:
+        """The worst value that still passes."""
+        return self.value / REGRESSION_MARGIN if self.higher_is_better else self.value * REGRESSION_MARGIN
+
+    def broken_by(self, measured: float) -> bool:
+        return measured < self.limit() if self.higher_is_better else measured > self.limit()
+
+
+def _query_aim(name: str, p95_ms: str) -> Aim:
+    return Aim("queries", f"{name} p95", float(p95_ms) / 1000, "s", f"| {name} |", f"{p95_ms} ms")
+
+
+_PROCESSOR_ROW = "| `FileBasedSpanProcessor(path)` | 1 |"
+#: Every figure of the README's Performance section that a regression would move, by bench module.
+AIMS: tuple[Aim, ...] = (
+    _query_aim("get_trace", "0.028"),
+    _query_aim("recent_failures", "0.260"),
+    _query_aim("error_type", "0.242"),
+    _query_aim("attr_eq_low_cardinality", "0.214"),
+    _query_aim("attr_eq_high_cardinality", "0.082"),
+    _query_aim("attr_range", "0.274"),
+    _query_aim("duration_threshold", "0.438"),
+    _query_aim("combined", "0.995"),
+    _query_aim("find_traces", "1.96"),
+    Aim("memory", "bytes held per span", 746, "bytes", "| 300,000 | 300,000 |", "746 B"),
+    Aim("memory", "add time per span", 10.4 / 300_000, "s", "| 300,000 | 300,000 |", "10.4 s"),
+    Aim("memory", "open (replay) per span on disk", 3.61 / 100_000, "s", "| 100,000 | 74.0 MB |", "3.61 s"),
+    Aim("codec", "encode per span", 9.0e-6, "s", "| encode, µs/span |", "| 9.0 |"),
+    Aim("codec", "decode per span", 22.1e-6, "s", "| decode to validated", "| 22.1 |"),
+    Aim("log", 'append fsync="never"', 117_048, "spans/s", '| append, spans/s, `fsync="never"`', "117,048", True),
+    Aim("log", 'append fsync="always"', 85_144, "spans/s", '| append, spans/s, `fsync="always"`', "85,144", True),
+    Aim("log", "replay", 51_759, "spans/s", "| replay, spans/s", "51,759", True),
+    Aim("processor", "FileBasedSpanProcessor on_end p50", 0.79e-6, "s", _PROCESSOR_ROW, "0.79"),
+    Aim(
+        "processor",
+        "FileBasedSpanProcessor on-thread p50",
+        31.68e-6,
+        "s",
+        "| `FileBasedSpanProcessor(path)` | 1 |",
+        "31.68",
+    ),
+    Aim(
+        "processor",
+        "FileBasedSpanProcessor full per span",
+        108.4e-6,
+        "s",
+        "| `FileBasedSpanProcessor(path)` | 1 |",
+        "108.4",
+    ),
+)
+
+
+def _format_figure(value: float, unit: str) -> str:
+    if unit == "s":
+        return format_seconds(value) if value >= 1e-5 else f"{value * 1e6:.2f} µs"
+    if unit == "bytes":
+        return f"{value:,.0f} B"
+    return f"{value:,.0f} {unit}"
+
+
+def check_aims(module: str, measured: dict[str, float], *, where: str = "") -> tuple[list[str], list[dict[str, Any]]]:
+    """Hold ``measured`` (aim name -> value) to the README's figures of ``module``: (violations, report rows).
+
+    Every aim of the module must be measured (a KeyError names one that is not: a module may not skip its check).
+    """
+    violations: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for aim in (a for a in AIMS if a.module == module):
+        value = measured[aim.name]
+        broken = aim.broken_by(value)
+        rows.append(
+            {"aim": aim.name, "published": aim.value, "limit": aim.limit(), "measured": value, "ok": not broken}
+        )
+        if broken:
+            sign = ">" if not aim.higher_is_better else "<"
+            violations.append(
+                f"{module}: {aim.name} {_format_figure(value, aim.unit)}{where} {sign} "
+                f"{_format_figure(aim.limit(), aim.unit)} ({REGRESSION_MARGIN:g}x the README's "
+                f"{_format_figure(aim.value, aim.unit)})"
+            )
+    print(f"\n{module}: the README's figures, each checked within {REGRESSION_MARGIN:g}x (`--check` fails beyond)")
+    print(
+        format_table(
+            ["aim (README figure)", "published", f"limit ({REGRESSION_MARGIN:g}x)", "measured", ""],
+            [
+                [
+                    row["aim"],
+                    _format_figure(row["published"], aim.unit),
+                    _format_figure(row["limit"], aim.unit),
+                    _format_figure(row["measured"], aim.unit),
+                    "ok" if row["ok"] else "REGRESSION",
+                ]
+                for row, aim in zip(rows, (a for a in AIMS if a.module == module), strict=True)
+            ],
+            align="lrrrl",
+        ),
+        flush=True,
+    )
+    return violations, rows
+
 
 _PACKAGES = ("spanstore", "opentelemetry-sdk", "opentelemetry-api", "msgspec", "sortedcontainers", "portalocker")
 

@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 FsyncPolicy = Literal["never", "interval", "always"]
 
 MARKER_NAME = "spanstore.json"
+#: What a writer appends to a line another writer left torn: trailing bytes no JSON document may have.
+_TORN_MARK = b" <torn: the writer of this line was interrupted>\n"
+_TORN_MARK_LINE = _TORN_MARK[:-1]
 LOCK_NAME = "spanstore.lock"
 SEGMENT_PREFIX = "spans-"
 SEGMENT_SUFFIX = ".jsonl"
@@ -838,7 +841,12 @@ class SpanLog:
             logger.debug("fsync of directory %s failed: %s", self.path, exc)
 
     def _end_torn_tail(self) -> None:
-        """If the open segment does not end with "\\n" (a writer died mid-line), end that line. Locks held."""
+        """If the open segment does not end with "\\n" (a writer died mid-line), end that line. Locks held.
+
+        The line is ended with :data:`_TORN_MARK`, never a bare newline: a writer killed one byte short holds a
+        whole JSON document, which a newline alone would turn into data that its ``append`` never confirmed. With
+        the mark it stays invalid JSON, skipped and counted by every reader, whenever it reads.
+        """
         size = self._size
         fd = self._fds.segment
         try:
@@ -846,10 +854,10 @@ class SpanLog:
                 return
             # Find where the torn line starts, to count it once (readers report it as a skipped line).
             start = _end_of_last_line(fd, size)
-            os.write(fd, b"\n")
+            os.write(fd, _TORN_MARK)
         except OSError as exc:
             raise _storage_error(exc, "end torn line in", self._segment_path(self._seq)) from exc
-        self._size = size + 1
+        self._size = size + len(_TORN_MARK)
         logger.warning(
             "%s ended in a partial line (a writer was interrupted): ended it so later lines stay whole",
             segment_name(self._seq),
@@ -933,9 +941,9 @@ class SpanLog:
         the read continues from the oldest remaining one and counts the gap in :meth:`stats`. Corrupt lines are
         skipped and recorded as :class:`SkippedLine`; the lines around them are kept.
 
-        ``max_bytes`` (with ``max_spans``, and ``size_of`` giving a span's size) also stops once the newest spans
-        read add up to that many bytes: a store opening a log of huge spans never holds more than its budget's
-        worth of them at once.
+        ``max_bytes`` (with ``max_spans``, and ``size_of`` giving a span's size) also stops at the newest spans
+        that add up to that many bytes (the span that crosses it included): a store opening a log of huge spans
+        never holds more than its budget's worth of them at once.
 
         ``containing`` decodes only the lines holding these bytes (say ``b'"traceId":"0af76519'``): a substring
         search is ~100x cheaper than decoding, so looking up one trace in a large log costs little more than
@@ -1137,6 +1145,14 @@ class SpanLog:
             out.extend(line_spans)
         if len(out) > max_spans:
             out = out[len(out) - max_spans :] if max_spans else []
+        if max_bytes is not None and size_of is not None and size > max_bytes:
+            # To the span, not the line: the newest spans up to the one whose size crosses max_bytes.
+            total = 0
+            for index in range(len(out) - 1, -1, -1):
+                total += size_of(out[index])
+                if total >= max_bytes:
+                    out = out[index:]
+                    break
         with self._stats_lock:
             self._spans_read += len(out)
         return out, end_position
@@ -1172,8 +1188,8 @@ class SpanLog:
         lines = 0
         for i in indices:
             piece = pieces[i]
-            if not piece or piece.isspace():
-                continue  # the "\n" that ended a torn line, or a blank line
+            if not piece or piece.isspace() or piece == _TORN_MARK_LINE:
+                continue  # a blank line, or the mark that ended a torn line this reader already skipped
             if containing is not None:
                 if type(containing) is frozenset:
                     if not _names_a_trace(piece, containing):
@@ -1236,7 +1252,7 @@ class SpanLog:
                     message = message[len(prefix) :]
                     break
         key = (seq, start)
-        torn = key in self._known_torn or _is_truncated(piece)
+        torn = key in self._known_torn or piece.endswith(_TORN_MARK_LINE) or _is_truncated(piece)
         if torn:
             message = f"torn line (cut short by an interrupted write): {message}"
         self._record_skip(key, SkippedLine(name, line_number, message, torn))

@@ -134,7 +134,7 @@ def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
         return False
     if c.get("until") is not None and span.start_time_unix_nano >= c["until"]:
         return False
-    if c.get("last") is not None and span.start_time_unix_nano < now - c["last"]:
+    if c.get("last") is not None and span.start_time_unix_nano < now - c["last"] * 1_000_000_000:  # seconds
         return False
     duration = duration_of(span)
     if c.get("min_duration_ns") is not None and duration < c["min_duration_ns"]:
@@ -143,8 +143,9 @@ def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
         return False
     if c.get("root_only") and span.parent_span_id is not None:
         return False
-    for key, op, value in c.get("filters", ()):
-        if not filter_holds(op, value, dict(span.attributes.items()).get(key, MISSING)):
+    for key, op, value, *scope in c.get("filters", ()):
+        attributes = span.resource.attributes if scope == ["resource"] else span.attributes
+        if not filter_holds(op, value, dict(attributes.items()).get(key, MISSING)):
             return False
     return True
 

@@ -203,6 +203,40 @@ def test_quick_run_writes_json_for_every_module(tmp_path):
     assert set(queries["results"]["10000"]["queries"]) == {q.name for q in QUERIES}
     memory = json.loads((tmp_path / "memory.quick.json").read_text())
     assert memory["hold"]["span_count"] == 10_000 and memory["replay"][0]["span_count"] == 10_000
+    for name in ("queries", "memory", "codec", "log", "processor"):  # each holds its figures to the README's
+        document = json.loads((tmp_path / f"{name}.quick.json").read_text())
+        aims = document["aims"] if name != "queries" else document["results"]["10000"]["aims"]
+        assert {row["aim"] for row in aims} == {aim.name for aim in report.AIMS if aim.module == name}
+        assert all(row["measured"] > 0 for row in aims) and "violations" in document
+
+
+def test_every_aim_is_the_readme_figure():
+    """Each figure --check holds runs to is the one the README's Performance section prints, in the row it names."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    performance = readme[readme.index("## Performance") : readme.index("## Design")]
+    for aim in report.AIMS:
+        rows = [line for line in performance.splitlines() if line.startswith(aim.readme_row)]
+        assert rows, f"no README line starts with {aim.readme_row!r} ({aim.name})"
+        assert any(aim.readme_text in row for row in rows), (aim.name, aim.readme_text, rows)
+    assert {aim.module for aim in report.AIMS} == {"queries", "memory", "codec", "log", "processor"}
+
+
+def test_check_aims_flags_a_regression_beyond_the_margin(capsys):
+    """A figure within 3x of the README's passes; beyond it, --check gets a violation naming the aim and both values."""
+    aims = [aim for aim in report.AIMS if aim.module == "log"]
+    fine = {aim.name: aim.value / 2.5 if aim.higher_is_better else aim.value for aim in aims}
+    assert report.check_aims("log", fine)[0] == []
+    slow = {**fine, "replay": fine["replay"] / 2}  # 5x below the README's replay rate
+    violations, rows = report.check_aims("log", slow)
+    assert violations == ["log: replay 10,352 spans/s < 17,253 spans/s (3x the README's 51,759 spans/s)"]
+    assert [row["ok"] for row in rows] == [True, True, False]
+    assert "REGRESSION" in capsys.readouterr().out
+    queries = {f"{q.name} p95": 0.0001 for q in QUERIES}
+    assert report.check_aims("queries", {**queries, "get_trace p95": 0.0001})[0][0].startswith(
+        "queries: get_trace p95 0.100 ms > 0.084 ms"
+    )
+    with pytest.raises(KeyError):
+        report.check_aims("codec", {"encode per span": 1e-6})  # a module may not leave an aim unmeasured
 
 
 def test_quick_run_leaves_no_result_files_unless_asked(monkeypatch, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import stat
 import tempfile
@@ -439,8 +440,8 @@ def test_retention_by_age_deletes_old_segments_but_never_the_current_one(store_p
         assert log.read()[0][-1] == spans[40]
 
 
-def test_follow_keeps_working_across_rolls_and_deletions(store_path: Path) -> None:
-    """A follower whose segment was deleted continues from the oldest remaining one and counts the gap."""
+def test_follow_keeps_working_across_rolls_and_deletions(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A follower whose segment was deleted continues from the oldest remaining one, counts the gap and says so."""
     spans = list(pool())
     with (
         SpanLog(store_path, fsync="never", segment_max_bytes=2500, max_bytes=5000) as writer,
@@ -455,10 +456,19 @@ def test_follow_keeps_working_across_rolls_and_deletions(store_path: Path) -> No
         for i in range(4, 100, 2):  # roll many times: the follower's segment is long gone
             writer.append(spans[i : i + 2])
         assert not (store_path / segment_name(position.segment)).exists()
-        got, position = reader.read(position)
+        missed_from = position.segment
+        with caplog.at_level(logging.WARNING, logger="spanstore.log"):
+            got, position = reader.read(position)
         assert got and got == spans[100 - len(got) : 100]
         stats = reader.stats()
         assert stats.read_gaps == 1 and stats.segments_missed >= 1
+        oldest = missed_from + stats.segments_missed
+        assert (store_path / segment_name(oldest)).exists()
+        assert (
+            f"segments {missed_from} to {oldest - 1} were deleted before being read; continuing at "
+            + (segment_name(oldest))
+            in caplog.text
+        )
         writer.append(spans[100:103])
         assert reader.read(position)[0] == spans[100:103]
 
@@ -746,6 +756,8 @@ def test_a_failed_fsync_says_the_lines_were_written(tmp_path: Path, monkeypatch:
         with pytest.raises(StorageError) as raised:
             log.append(make_spans(3))
         assert raised.value.lines_written is True
+        segment = log.path / "spans-000001.jsonl"
+        assert str(raised.value) == f"cannot fsync segment {segment}: Input/output error"  # what, where, why
         monkeypatch.undo()
         assert len(log.read()[0]) == 3
 

@@ -16,7 +16,7 @@ import pytest
 from spanstore.errors import LockTimeoutError
 from spanstore.log import SpanLog, segment_name
 from spanstore.model import StoredSpan
-from spanstore.otlp import encode_spans, read_file
+from spanstore.otlp import read_file
 from tests.test_log import make_spans
 
 pytestmark = pytest.mark.stress
@@ -56,8 +56,12 @@ log.close()
 print("done", flush=True)
 """
 
-# A writer that appends batch after batch (fsync="always") and reports each batch number once append returned.
+# A writer that appends batch after batch (fsync="always") of `size` spans and reports each batch number once append
+# returned. With `tear_at` >= 0, the append of that batch writes only the first `cut` bytes of its data (a fraction
+# when below 1) and then the process SIGKILLs itself: a real writer dying in the middle of its write() call.
 CRASH_WORKER = r"""
+import os
+import signal
 import sys
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -65,18 +69,31 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from spanstore.log import SpanLog
 from spanstore.model import StoredSpan
 
+path, size, tear_at, cut = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 tracer = provider.get_tracer("crash")
-log = SpanLog(sys.argv[1], fsync="always", segment_max_bytes=20_000, max_bytes=None)
+log = SpanLog(path, fsync="always", segment_max_bytes=20_000, max_bytes=None)
+real_write = os.write
+
+
+def torn_write(fd, data):
+    data = bytes(data)
+    keep = int(len(data) * cut) if cut < 1 else min(int(cut), len(data) - 1)
+    real_write(fd, data[:keep])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 batch = 0
 while True:
-    for j in range(10):
-        with tracer.start_as_current_span(f"b{batch:06d}-{j}", attributes={"pad": "y" * 100}):
+    for j in range(size):
+        with tracer.start_as_current_span(f"b{batch:06d}-{j}", attributes={"pad": "y" * 100, "j": j}):
             pass
     spans = [StoredSpan.from_readable_span(s) for s in exporter.get_finished_spans()]
     exporter.clear()
+    if batch == tear_at:
+        os.write = torn_write
     log.append(spans)
     print(batch, flush=True)
     batch += 1
@@ -166,45 +183,79 @@ def _four_processes(path: Path, workers: list[subprocess.Popen[str]]) -> None:
     assert total == 20_000
 
 
-def test_sigkill_mid_append_loses_nothing_that_append_returned_for(tmp_path: Path) -> None:
-    """A writer killed with SIGKILL: every reported batch is recovered, the torn tail is counted, later use is clean."""
-    path = tmp_path / "store"
-    worker = _start(CRASH_WORKER, path)
+def _crash(path: Path, size: int, tear_at: int, cut: float, kill_after: int | None = None) -> list[int]:
+    """Run CRASH_WORKER until it dies (torn by itself, or killed by us after `kill_after` batches); return the batch
+    numbers it reported as appended."""
+    worker = _start(CRASH_WORKER, path, size, tear_at, cut)
     assert worker.stdout is not None
     reported: list[int] = []
     try:
-        while len(reported) < 40:
-            line = worker.stdout.readline()
-            assert line, "the writer died before reporting 40 batches"
-            reported.append(int(line))
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=30)
+        if kill_after is not None:
+            while len(reported) < kill_after:
+                line = worker.stdout.readline()
+                assert line, f"the writer died before reporting {kill_after} batches"
+                reported.append(int(line))
+            worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=60)
         reported.extend(int(line) for line in worker.stdout.read().split())
     finally:
         _close([worker])
     assert worker.returncode == -signal.SIGKILL
-    # Force a torn tail deterministically, as a kill in the middle of a write would leave it.
-    newest = sorted(path.glob("spans-*.jsonl"))[-1]
-    line = encode_spans(make_spans(3, "torn"))[0]
-    with open(newest, "ab") as f:
-        f.write(line[: len(line) // 2])
+    return reported
+
+
+def _recovered_cleanly(path: Path, reported: list[int], size: int) -> tuple[dict[int, list[int]], int]:
+    """Every reported batch is read back whole, the log stays usable; return the batches read and torn tails."""
     with SpanLog(path, fsync="always") as log:
         spans, position = log.read()
         batches = _by_batch(spans)
         for batch in reported:
-            assert batches[batch] == list(range(10)), batch
-        assert all(indices == list(range(10)) for indices in batches.values())  # whole batches only
+            assert batches[batch] == list(range(size)), batch
         stats = log.stats()
-        assert stats.torn_tails == 1
-        assert [s.torn for s in stats.skipped_lines] == [True]
+        torn = stats.torn_tails
+        assert stats.skipped_line_count == torn and all(s.torn for s in stats.skipped_lines)
         after = make_spans(5, "after")
         log.append(after)
         got, _ = log.read(position)
         assert got == after
         assert log.read()[0][-5:] == after
-        assert log.stats().skipped_line_count == 1
     for segment in sorted(path.glob("spans-*.jsonl")):
         assert segment.read_bytes().endswith(b"\n")
+    with SpanLog(path, create=False) as reopened:  # the torn line is skipped again, and counted once
+        assert reopened.read()[0][-5:] == after
+        assert reopened.stats().torn_tails == torn
+    return batches, torn
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [1, 0.5, 10**9],  # 10**9: all but the newline, a whole JSON document that must not become data
+    ids=["one-byte", "half", "all-but-the-newline"],
+)
+def test_sigkill_mid_append_loses_nothing_that_append_returned_for(tmp_path: Path, cut: float) -> None:
+    """A writer killed inside its write() call, after writing part of a batch: every batch append returned for is
+    recovered whole, the partial batch is one torn tail (never read as spans), and the log is clean to use after."""
+    path = tmp_path / "store"
+    reported = _crash(path, size=10, tear_at=30, cut=cut)
+    assert reported == list(range(30))  # it died in the 31st append, before returning
+    batches, torn = _recovered_cleanly(path, reported, size=10)
+    assert torn == 1
+    assert sorted(batches) == reported  # nothing of the torn batch is read back
+
+
+def test_sigkill_at_random_moments_of_large_appends(tmp_path: Path) -> None:
+    """Killed from outside at varying moments while appending batches of 300 spans (several lines, rolling
+    segments): in every run the reported batches are whole and whatever was cut is at most one torn tail."""
+    for run in range(4):
+        path = tmp_path / f"store{run}"
+        reported = _crash(path, size=300, tear_at=-1, cut=0, kill_after=2 + 3 * run)
+        batches, torn = _recovered_cleanly(path, reported, size=300)
+        assert torn <= 1
+        unreported = set(batches) - set(reported)
+        assert len(unreported) <= 1  # only the batch being written when the kill came may show up, in part
+        for batch in unreported:
+            indices = batches[batch]
+            assert indices == list(range(len(indices)))  # whole lines only: a prefix of the batch
 
 
 def _by_batch(spans: list[StoredSpan]) -> dict[int, list[int]]:
@@ -267,7 +318,8 @@ def test_forked_children_use_their_own_descriptors_and_lock(tmp_path: Path) -> N
 
 
 def test_processes_under_a_tight_disk_budget_while_a_follower_reads(tmp_path: Path) -> None:
-    """Writers rolling and deleting segments under a small budget: the follower sees whole lines in order."""
+    """Writers rolling and deleting segments under a small budget: the follower reads both writers' spans, whole
+    lines in order, each writer's newest among them."""
     path = tmp_path / "store"
     SpanLog(path).close()
     seg, budget = 32 * 1024, 128 * 1024
@@ -296,10 +348,16 @@ def _tight_budget(path: Path, workers: list[subprocess.Popen[str]], seg: int, bu
         for worker in workers:
             assert worker.wait(timeout=60) == 0
         followed.extend(reader.read(position)[0])
+        remaining, _ = reader.read()
         stats = reader.stats()
         assert stats.skipped_line_count == 0
         assert stats.segments_deleted == 0  # the reader deletes nothing; the writers did
-    for indices in _by_worker(followed).values():
+    # What the budget kept (the newest segments) the follower read too, as the end of what it followed.
+    assert len(remaining) >= 100
+    assert [s.name for s in followed[-len(remaining) :]] == [s.name for s in remaining]
+    grouped = _by_worker(followed)
+    assert sorted(grouped) == ["w0", "w1"]  # the follower read both writers' spans, not nothing
+    for indices in grouped.values():
         assert indices == sorted(set(indices))  # in order, no duplicates (gaps only where segments were deleted)
     assert _segment_bytes(path) <= budget + seg
     assert not (path / segment_name(1)).exists()

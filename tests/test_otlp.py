@@ -753,6 +753,8 @@ def test_decode_accepts_str_and_bytes() -> None:
         (b"[]", "got a JSON array"),
         (b'[{"traceId": "a", "id": "b"}]', "Zipkin v2"),
         (b'{"traceId": "a", "id": "b", "localEndpoint": {}}', "Zipkin v2 span"),
+        (b'{"traceId": "a", "id": "b"}', "Zipkin v2 span"),
+        (b'{"traceId": "a", "localEndpoint": {}}', "Zipkin v2 span"),
         (b'{"data": [{"traceID": "x", "spans": []}]}', "Jaeger"),
         (b'{"traceID": "x", "spans": [], "processes": {}}', "Jaeger"),
         (b"{}", "got an empty object"),
@@ -1029,6 +1031,14 @@ def test_fast_path_equals_lenient_path(spans: list[StoredSpan]) -> None:
         assert all(
             a.resource is b.resource and a.scope is b.scope for a, b in zip(fast, lenient(line).spans, strict=True)
         )
+
+
+@pytest.mark.parametrize("zero", [0, "0"])
+def test_lenient_path_reads_enum_zero(zero: object) -> None:
+    """The lenient path (any line the fast path hands over) reads kind 0 and status code 0 as the defaults."""
+    line = json.dumps(document(span_object(kind=zero, status={"code": zero}, unknown=1)))  # `unknown`: lenient
+    (span,) = lenient(line).spans
+    assert (span.kind, span.status_code) == (SpanKind.UNSPECIFIED, StatusCode.UNSET)
 
 
 @pytest.mark.parametrize(

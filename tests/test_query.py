@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, event, given, settings, target
 from hypothesis import strategies as st
 
+import spanstore.query as query_module
 from spanstore import (
     AttributeFilter,
     AttributeMap,
@@ -27,7 +30,7 @@ from spanstore import (
 )
 from spanstore.store import now_unix_nano
 from tests.model_reference import ReferenceStore, ordered, span_matches
-from tests.span_factory import criteria, spans, to_query_kwargs
+from tests.span_factory import NOW, SECOND, batches, criteria, matching_criteria, spans, to_query_kwargs
 
 WEB = Resource(attributes=AttributeMap.of({"service.name": "web"}))
 DB = Resource(attributes=AttributeMap.of({"service.name": "db"}))
@@ -80,6 +83,125 @@ def test_find_traces_equals_brute_force(batch: list[StoredSpan], c: dict, limit:
         assert summary.span_count == len(members)
         assert summary.error_count == sum(s.status_code == StatusCode.ERROR for s in members)
         assert summary.start_time_unix_nano == min(s.start_time_unix_nano for s in members)
+
+
+def _bucket(count: int) -> str:
+    return "0" if count == 0 else "1" if count == 1 else "2-9" if count < 10 else "10+"
+
+
+def _deciding_bounds(reference: ReferenceStore, c: dict) -> list[str]:
+    """The window bounds of ``c`` that decide a result: moving the bound by 1 ns changes what the model returns."""
+    everything = {**c, "limit": None}
+    want = reference.query(everything, NOW)
+    moved = {"since": ("since", 1), "until": ("until", 1), "last": ("last", 0)}
+    deciding = []
+    for bound, (key, step) in moved.items():
+        if c.get(bound) is None:
+            continue
+        if bound == "last":  # a 1 ns shorter window: resolve `last` into `since` first
+            shifted = {**everything, "last": None, "since": max(NOW - c["last"] * SECOND, c.get("since") or 0) + 1}
+        else:
+            shifted = {**everything, key: c[key] + step}
+        if reference.query(shifted, NOW) != want:
+            deciding.append(bound)
+    return deciding
+
+
+def _run_generated(batch: list[StoredSpan], queries: list[dict], record=lambda c, got, deciding, batch: None) -> None:
+    """Store ``batch``, run each query against the store and the reference model (``last`` against NOW)."""
+    store = SpanStore()
+    reference = ReferenceStore(max_spans=10**6, max_bytes=10**12, max_spans_per_trace=10**6)
+    for item in batch:
+        store.add(item)
+        reference.add(item)
+    with mock.patch.object(query_module, "now_unix_nano", lambda: NOW):
+        for c in queries:
+            got = query_spans(store, **to_query_kwargs(c))
+            want = reference.query(c, NOW)
+            assert [id(s) for s in got] == [id(s) for s in want], c
+            record(c, got, _deciding_bounds(reference, c), batch)
+        c = queries[0]
+        kwargs = {k: v for k, v in to_query_kwargs(c).items() if k not in ("order", "limit")}
+        matching = reference.query({**c, "order": "newest", "limit": None}, NOW)
+        want_traces = list(dict.fromkeys(s.trace_id for s in matching))
+        assert [t.trace_id for t in find_traces(store, limit=5, **kwargs)] == want_traces[:5]
+
+
+def _record_events(c: dict, got: list[StoredSpan], deciding: list[str], batch: list[StoredSpan]) -> None:
+    event(f"spans returned: {_bucket(len(got))}")
+    for key in ("name", "service", "status", "kind", "error_type", "trace_id", "since", "until", "last"):
+        if c.get(key) is not None:
+            event(f"criterion: {key}")
+    for f in c["filters"]:
+        event(f"operator: {f[1]} ({f[3] if len(f) > 3 else 'span'})")
+    for bound in deciding:
+        event(f"a span exactly on the {bound} bound decides")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_queries_drawn_from_stored_spans_equal_brute_force(data: st.DataObject) -> None:
+    """Queries built from the stored spans' own values (every criterion, every operator, window bounds exactly on
+    stored start times) return exactly what the brute-force reference returns, in its order; so does find_traces."""
+    batch = data.draw(batches(), label="batch")
+    queries = [data.draw(matching_criteria(batch), label=f"query {i}") for i in range(6)]
+    returned: list[int] = []
+    _run_generated(batch, queries, lambda c, *more: (returned.append(len(more[0])), _record_events(c, *more)))
+    target(float(sorted(returned)[len(returned) // 2]), label="median spans returned by a query")
+
+
+def test_generated_queries_mostly_return_several_spans() -> None:
+    """Over a fixed-seed run of the strategy, most generated queries return at least 2 spans, every criterion and
+    every operator is drawn, and window bounds exactly on a stored span decide results (the printed figures are the
+    README's)."""
+    results: list[int] = []
+    kinds: Counter[str] = Counter()
+    deciders: Counter[str] = Counter()
+    value_types: Counter[str] = Counter()
+
+    seen: set[str] = set()
+    drawn = 0
+
+    def record(c: dict, got: list[StoredSpan], deciding: list[str], batch: list[StoredSpan]) -> None:
+        nonlocal drawn
+        drawn += 1
+        key = repr((c, [s.span_id for s in got]))
+        if key in seen:  # hypothesis explores around earlier examples: count each distinct query once
+            return
+        seen.add(key)
+        results.append(len(got))
+        kinds.update(k for k in ("since", "until", "last", "trace_id", "error_type") if c.get(k) is not None)
+        kinds.update(f"{f[1]} {f[3] if len(f) > 3 else 'span'}" for f in c["filters"])
+        deciders.update(deciding)
+        for f in c["filters"]:  # the types of the values each filter was tested against
+            for span in batch:
+                value = (span.resource.attributes if len(f) > 3 else span.attributes).get(f[0])
+                value_types[type(value).__name__ if type(value) is not float or value == value else "nan"] += 1
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None, phases=[Phase.generate])
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        batch = data.draw(batches())
+        _run_generated(batch, [data.draw(matching_criteria(batch)) for _ in range(4)], record)
+
+    run()
+    several = sum(n >= 2 for n in results) / len(results)
+    bounded = sum(kinds[b] for b in ("since", "until", "last"))
+    print(
+        f"{drawn} queries drawn, {len(results)} distinct: {several:.0%} return >= 2 spans, "
+        f"{sum(n == 0 for n in results) / len(results):.0%} none; median {sorted(results)[len(results) // 2]}; "
+        f"{bounded} window bounds, "
+        f"{sum(deciders.values())} decided by a span exactly on them {dict(deciders)}; {dict(kinds)}; "
+        f"attribute value types the filters tested {dict(value_types)}"
+    )
+    assert several >= 0.6, several
+    assert min(deciders[b] for b in ("since", "until", "last")) >= 5, deciders
+    for op in ("==", "!=", "<", "<=", ">", ">=", "in", "exists", "contains", "matches"):
+        assert kinds[f"{op} span"] + kinds[f"{op} resource"] >= 1, (op, kinds)
+    assert sum(n for k, n in kinds.items() if k.endswith(" resource")) >= 10, kinds
+    assert min(kinds["trace_id"], kinds["error_type"]) >= 3, kinds
+    assert {"bytes", "tuple", "AttributeMap", "nan", "float", "bool", "int", "str"} <= set(value_types), value_types
+    assert min(value_types.values()) >= 5, value_types
 
 
 def test_typed_attribute_comparisons() -> None:
@@ -275,6 +397,25 @@ def test_planner_uses_an_index_instead_of_scanning(monkeypatch: pytest.MonkeyPat
     checked.clear()
     assert len(find_traces(store, name="common", limit=3)) == 3
     assert len(checked) < 1_000
+
+
+def test_planner_uses_the_bool_index_for_bool_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter on True checks only the spans holding True, not those holding 1 (True == 1 in Python)."""
+    store = SpanStore()
+    for i in range(2_000):
+        value = True if i % 100 == 0 else i % 3  # 20 True, the rest 0, 1 or 2
+        store.add(span(i + 1, i + 1, start=i, attributes=AttributeMap.of({"flag": value})))
+    checked = []
+    original = SpanQuery.predicate
+
+    def counting(self, now=None, **options):
+        accept = original(self, now, **options)
+        return lambda item: checked.append(item) or accept(item)
+
+    monkeypatch.setattr(SpanQuery, "predicate", counting)
+    assert len(filter_by_attribute(store, "flag", True, limit=None)) == 20
+    assert len(checked) <= 20
+    assert len(query_spans(store, attributes=[AttributeFilter("flag", (True, 2), "in")])) == 20 + 660
 
 
 def test_replace_keeps_last_in_nanoseconds() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
 import msgspec
 import pytest
@@ -10,10 +11,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+import spanstore.query as query_module
 from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
 from spanstore.query import get_trace, query_spans
-from tests.model_reference import ReferenceStore
-from tests.span_factory import TRACE_IDS, criteria, spans, to_query_kwargs
+from tests.model_reference import ReferenceStore, estimated_bytes
+from tests.span_factory import NOW as NOW_SECONDS
+from tests.span_factory import TRACE_IDS, criteria, matching_criteria, spans, to_query_kwargs
 
 NOW = 10**18  # queries with `last` resolve against the wall clock; the generated spans sit near the epoch
 
@@ -74,6 +77,15 @@ class StoreMachine(RuleBasedStateMachine):
         want = self.model.query(c, NOW)
         assert [id(s) for s in got] == [id(s) for s in want], (got, want)
 
+    @precondition(lambda self: hasattr(self, "model") and self.model.spans)
+    @rule(data=st.data())
+    def query_drawn_from_stored(self, data: st.DataObject) -> None:
+        """A query built from the spans held now (after evictions and reopens), ``last`` against a fixed clock."""
+        c = data.draw(matching_criteria(self.model.spans))
+        with mock.patch.object(query_module, "now_unix_nano", lambda: NOW_SECONDS):
+            got = query_spans(self.store, **to_query_kwargs(c))
+        assert [id(s) for s in got] == [id(s) for s in self.model.query(c, NOW_SECONDS)], c
+
     @rule(trace_id=st.sampled_from(TRACE_IDS))
     def trace(self, trace_id: str) -> None:
         assert [id(s) for s in get_trace(self.store, trace_id)] == [id(s) for s in self.model.trace(trace_id)]
@@ -97,7 +109,14 @@ class StoreMachine(RuleBasedStateMachine):
         reopened: dict[str, list[StoredSpan]] = {}  # the reopened objects, so that results compare by identity
         for span in self.store.spans():
             reopened.setdefault(repr(span), []).append(span)
-        for span in logged[-self.limits["max_spans"] :]:
+        newest = logged[-self.limits["max_spans"] :]
+        total = 0  # replay also stops at the byte budget: the newest spans up to the one that crosses it
+        for index in range(len(newest) - 1, -1, -1):
+            total += estimated_bytes(newest[index])
+            if total >= self.limits["max_bytes"]:
+                newest = newest[index:]
+                break
+        for span in newest:
             twins = reopened.get(repr(span))
             self.model.add(twins.pop(0) if twins else span)
         assert sorted(map(repr, self.store.spans())) == sorted(map(repr, self.model.spans))
@@ -129,7 +148,7 @@ def test_eviction_removes_the_oldest_trace_whole() -> None:
     assert get_trace(store, f"{1:032x}") == []
     assert [s.span_id for s in get_trace(store, f"{2:032x}")] == [f"{10:016x}", f"{11:016x}"]
     stats = store.stats()
-    assert (stats.evicted_traces, stats.evicted_spans, stats.span_count) == (1, 3, 2)
+    assert (stats.evicted_traces, stats.evicted_spans, stats.span_count, stats.added_spans) == (1, 3, 2, 5)
     store._check()
 
 
@@ -143,14 +162,73 @@ def test_spans_beyond_the_per_trace_cap_are_dropped_and_counted() -> None:
 
 
 def test_memory_budget_evicts_by_estimate() -> None:
-    """The byte budget evicts whole traces too, and the estimate stays within it."""
-    store = SpanStore(max_bytes=5_000)
-    for i in range(100):
-        store.add(make_span(i + 1, i + 1, start=i))
-    stats = store.stats()
-    assert stats.memory_estimate_bytes <= 5_000
-    assert stats.evicted_traces == 100 - stats.trace_count
+    """Spans of very unequal sizes under a byte budget: after every add the estimate is the independently computed
+    sum of the held spans, stays within the budget, and the oldest traces left whole, as many as the budget needed."""
+    import random
+
+    from tests.model_reference import estimated_bytes
+
+    rng = random.Random(13)
+    budget = 20_000
+    store = SpanStore(max_bytes=budget)
+    model = ReferenceStore(max_spans=10**6, max_bytes=budget, max_spans_per_trace=10**6)
+    payloads = [
+        lambda n: "s" * n,
+        lambda n: b"b" * n,
+        lambda n: tuple(range(n // 10)),
+        lambda n: AttributeMap.of({"inner": "m" * n, "n": n}),
+        lambda n: 1.5,
+    ]
+    multi_evictions = 0
+    for i in range(300):
+        size = rng.choice([0, 10, 100, 1_000, 4_000, 12_000])
+        attributes = AttributeMap.of({"payload": rng.choice(payloads)(size)})
+        span = make_span(i // rng.choice([1, 2, 3]) + 1, i + 1, start=i, attributes=attributes)
+        before = model.evicted_traces
+        assert store.add(span) == model.add(span)
+        multi_evictions += model.evicted_traces - before >= 2
+        stats = store.stats()
+        assert stats.memory_estimate_bytes == sum(map(estimated_bytes, model.spans)) <= budget
+        assert stats.evicted_traces == model.evicted_traces
+        assert [id(s) for s in store.spans()] == [id(s) for s in model.spans]
+    assert multi_evictions >= 10  # a big span arriving after small ones must push out several traces at once
+    sizes = {estimated_bytes(s) for s in model.spans}
+    assert max(sizes) > 10 * min(sizes)
     store._check()
+
+
+def test_refresh_loads_what_another_store_appended(tmp_path) -> None:
+    """refresh() adds the spans another store wrote to the same directory since the last open or refresh, once
+    each, skipping the spans this store wrote itself; a memory-only store has nothing to refresh."""
+    path = tmp_path / "store"
+    with SpanStore(path) as reader, SpanStore(path) as writer:
+        reader.add(make_span(1, 1, start=1))
+        assert reader.flush(timeout_seconds=30)
+        writer.add_many([make_span(2, 2, start=2), make_span(2, 3, start=3), make_span(3, 4, start=4)])
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 3  # its own span came back from the log too, and was recognised
+        assert sorted(int(s.span_id, 16) for s in reader.spans()) == [1, 2, 3, 4]
+        assert reader.refresh() == 0
+        writer.add(make_span(2, 5, start=5))
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 1
+        assert [int(s.span_id, 16) for s in get_trace(reader, f"{2:032x}")] == [2, 3, 5]
+        reader._check()
+    assert SpanStore().refresh() == 0
+
+
+def test_stats_of_a_persistent_store_name_its_path_log_and_writer(tmp_path) -> None:
+    """A store with a directory reports where it is, and its log's and writer's counters."""
+    path = tmp_path / "store"
+    with SpanStore(path) as store:
+        store.add(make_span(1, 1))
+        assert store.flush(timeout_seconds=30)
+        stats = store.stats()
+        assert stats.path == str(path)
+        assert stats.log is not None and stats.log["spans_appended"] == 1
+        assert stats.writer is not None and stats.writer["written_spans"] == 1
+    memory = SpanStore().stats()
+    assert (memory.path, memory.log, memory.writer) == (None, None, None)
 
 
 def test_stats_report_services_time_range_and_errors() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from spanstore.errors import LockTimeoutError, StorageError
+from spanstore.log import SpanLog
 from spanstore.model import StoredSpan
 from spanstore.writer import LogWriter, RateLimitedLog
 
@@ -369,8 +370,7 @@ def test_rate_limited_log_emits_once_per_interval_and_counts_the_rest(caplog):
 
 def test_real_log_round_trip(tmp_path, writers):
     """Spans written through a real SpanLog read back equal, in order."""
-    log_module = pytest.importorskip("spanstore.log", reason="spanstore.log is not there yet")
-    log = log_module.SpanLog(tmp_path / "store")
+    log = SpanLog(tmp_path / "store")
     try:
         writer = new_writer(writers, log, max_batch=128)
         spans = [make_span(i) for i in range(1000)]
