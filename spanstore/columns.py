@@ -49,10 +49,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from itertools import accumulate
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
 from typing import Any
 
 import msgspec
