@@ -50,7 +50,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Any
@@ -71,6 +71,10 @@ from spanstore.model import (
 
 __all__ = ["CHUNK_ROWS", "MAX_REF_STRING", "SpanColumns", "bool_key", "duration_bucket", "posting_seqs"]
 
+#: Seqs are 32-bit in every posting list and run (4 bytes an entry, not 8); when they would overflow, the store
+#: renumbers what it holds from 0 (:meth:`SpanColumns.rebase`, once per ~4 billion spans added).
+SEQ_TYPE = "I"
+SEQ_LIMIT = 1 << 32
 SHIFT = 10
 #: Rows a chunk holds; a chunk is freed whole once all of its rows are evicted.
 CHUNK_ROWS = 1 << SHIFT
@@ -140,7 +144,7 @@ def _post(index: dict[Any, Any], key: object, seq: int) -> None:
     if posting is None:
         index[key] = seq
     elif type(posting) is int:
-        index[key] = array("q", (posting, seq))
+        index[key] = array(SEQ_TYPE, (posting, seq))
     else:
         posting.append(seq)
 
@@ -260,16 +264,132 @@ class _Table:
         return len(self.ids)
 
 
+#: Numeric index entries per sealed run (see _Runs).
+RUN_ROWS = 4096
+_EXACT_FLOAT_INT = 1 << 53
+
+
+class _LazyPosting:
+    """Part of a run's seqs as an ascending posting list, materialized (and sorted) on first use."""
+
+    __slots__ = ("_data", "_high", "_low", "_ordered", "_seqs")
+
+    def __init__(self, seqs: array, low: int, high: int, ordered: bool) -> None:
+        self._seqs = seqs
+        self._low = low
+        self._high = high
+        self._ordered = ordered
+        self._data: array | None = None
+
+    def _get(self) -> array:
+        data = self._data
+        if data is None:
+            data = self._seqs[self._low : self._high]
+            if not self._ordered:
+                data = array(SEQ_TYPE, sorted(data))
+            self._data = data
+        return data
+
+    def __len__(self) -> int:
+        return self._high - self._low
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._get()[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._get())
+
+    def __reversed__(self) -> Iterator[int]:
+        return reversed(self._get())
+
+
+class _Runs:
+    """The numeric values of one attribute key, as float64: sealed runs sorted by (value, seq), and an open run.
+
+    16 bytes an entry whatever the cardinality (a dict of posting lists costs ~100 bytes a distinct value, so a
+    near-unique float or port would cost that much a span). Equality and ranges bisect every sealed run (a few
+    hundred at a million rows) and scan the open one; the seqs of one value in a run ascend (a stable sort). Runs
+    are in arrival order, so eviction drops whole runs from the front.
+    """
+
+    __slots__ = ("open_seqs", "open_values", "runs")
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[array, array]] = []  # (values sorted, seqs in that order)
+        self.open_values = array("d")
+        self.open_seqs = array(SEQ_TYPE)
+
+    def add(self, value: float, seq: int) -> None:
+        self.open_values.append(value)
+        self.open_seqs.append(seq)
+        if len(self.open_seqs) >= RUN_ROWS:
+            values = self.open_values
+            seqs = self.open_seqs
+            order = sorted(range(len(values)), key=values.__getitem__)
+            self.runs.append((array("d", [values[i] for i in order]), array(SEQ_TYPE, [seqs[i] for i in order])))
+            self.open_values = array("d")
+            self.open_seqs = array(SEQ_TYPE)
+
+    def drop_before(self, base: int) -> None:
+        runs = self.runs
+        cut = 0
+        while cut < len(runs) and max(runs[cut][1]) < base:
+            cut += 1
+        if cut:
+            del runs[:cut]
+        if self.open_seqs and self.open_seqs[-1] < base:
+            self.open_values = array("d")
+            self.open_seqs = array(SEQ_TYPE)
+
+    def __len__(self) -> int:
+        return sum(len(seqs) for _, seqs in self.runs) + len(self.open_seqs)
+
+    def postings(self, low: float, high: float, low_open: bool = False, high_open: bool = False) -> list[Any]:
+        """Posting lists of the entries with ``low <= value <= high`` (``<`` at an open end)."""
+        found: list[Any] = []
+        for values, seqs in self.runs:
+            start = bisect_right(values, low) if low_open else bisect_left(values, low)
+            end = bisect_left(values, high) if high_open else bisect_right(values, high)
+            if end > start:
+                found.append(_LazyPosting(seqs, start, end, low == high))
+        values = self.open_values
+        if values:
+            seqs = self.open_seqs
+            if low == high:
+                hits = array(SEQ_TYPE)
+                position = -1
+                try:
+                    while True:
+                        position = values.index(low, position + 1)
+                        hits.append(seqs[position])
+                except ValueError:
+                    pass
+            else:
+                hits = array(
+                    SEQ_TYPE,
+                    [
+                        seq
+                        for value, seq in zip(values, seqs, strict=True)
+                        if (low < value if low_open else low <= value)
+                        and (value < high if high_open else value <= high)
+                    ],
+                )
+            if hits:
+                found.append(hits)
+        return found
+
+
 class _AttributeKey:
     """One attribute key: its string table (with a posting list per string) and its numeric/bool/long-string index."""
 
-    __slots__ = ("name", "postings", "strings", "values")
+    __slots__ = ("name", "numbers", "postings", "strings", "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.strings = _Table()  # interned strings of this key (and tuples of them)
+        self.strings = _Table()  # interned strings of this key
         self.postings: list[Any] = []  # by string id: int | array | None
-        # int/float value, _BoolKey, or ("#", hash) of a long string -> posting
+        self.numbers = _Runs()  # ints within 2**53 and floats (not NaN)
+        # _BoolKey, an int beyond 2**53, or ("#", hash) of a long string -> posting
         self.values: dict[Any, Any] = {}
 
 
@@ -282,12 +402,9 @@ class _Chunk:
         "max_before",
         "max_start",
         "min_start",
-        "names",
+        "contexts",
         "offsets",
         "parents",
-        "resources",
-        "scopes",
-        "shapes",
         "sizes",
         "span_ids",
         "starts",
@@ -300,10 +417,7 @@ class _Chunk:
         self.span_ids = array("Q")
         self.parents = array("Q")
         self.bits = bytearray()
-        self.names = array("I")
-        self.resources = array("I")
-        self.scopes = array("I")
-        self.shapes = array("I")
+        self.contexts = array("I")  # (name, resource, scope, shape) of each row, interned
         self.sizes = array("I")
         self.offsets = array("I")  # end offset of each row's blob
         self.blob = bytearray()
@@ -336,10 +450,14 @@ class SpanColumns:
         self.chunks: list[_Chunk] = []
         self.first_chunk = 0  # chunk number of chunks[0]
         self.next_seq = 0
+        self.seq_limit = SEQ_LIMIT  # (tests lower it to exercise rebase)
         self.names = _Table()
         self.resources = _Table()
         self.scopes = _Table()
         self.shapes = _Table()  # (keys, ref mask) -> (keys, ((position, _AttributeKey), ...))
+        # (name id, resource id, scope id, shape id) -> a context: one 4-byte id a row instead of four. Names,
+        # resources, scopes and shapes count references by context; contexts count references by row.
+        self.contexts = _Table()
         self.keys: dict[str, _AttributeKey] = {}
         self.by_name: dict[str, Any] = {}
         self.by_service: dict[str, Any] = {}
@@ -355,6 +473,9 @@ class SpanColumns:
     def base(self) -> int:
         """The first seq still held in a chunk (rows before it are gone)."""
         return self.first_chunk << SHIFT
+
+    def chunk_of(self, seq: int) -> _Chunk:
+        return self.chunks[(seq >> SHIFT) - self.first_chunk]
 
     def alive(self, seq: int) -> bool:
         """True when row ``seq`` holds a live span."""
@@ -414,21 +535,21 @@ class SpanColumns:
             | (_HAS_EXTRA if extras is not None else 0)
         )
         name = span.name
-        chunk.names.append(self.names.acquire(name))
         _post(self.by_name, name, seq)
         resource = span.resource
         cached = self._resource_cache.get(id(resource))
         if cached is not None and cached[0] is resource and self.resources.values[cached[1]] is cached[3]:
-            self.resources.refs[cached[1]] += 1
             rid, service = cached[1], cached[2]
         else:
-            rid = self.resources.acquire(resource)
+            rid = self.resources.ids.get(resource)
+            if rid is None:
+                rid = self.resources.acquire(resource)
+                self.resources.refs[rid] = 0  # counted by the contexts that use it
             canonical = self.resources.values[rid]
             service = canonical.service_name
             if len(self._resource_cache) > 4096:
                 self._resource_cache.clear()
             self._resource_cache[id(resource)] = (resource, rid, service, canonical)
-        chunk.resources.append(rid)
         scope = span.scope
         cached_scope = self._scope_cache.get(id(scope))
         if (
@@ -436,18 +557,20 @@ class SpanColumns:
             and cached_scope[0] is scope
             and self.scopes.values[cached_scope[1]] is cached_scope[2]
         ):
-            self.scopes.refs[cached_scope[1]] += 1
             sid = cached_scope[1]
         else:
-            sid = self.scopes.acquire(scope)
+            sid = self.scopes.ids.get(scope)
+            if sid is None:
+                sid = self.scopes.acquire(scope)
+                self.scopes.refs[sid] = 0
             if len(self._scope_cache) > 4096:
                 self._scope_cache.clear()
             self._scope_cache[id(scope)] = (scope, sid, self.scopes.values[sid])
-        chunk.scopes.append(sid)
         chunk.traces.append(trace_id)
         chunk.sizes.append(size)
         _post(self.by_service, service, seq)
-        _post(self.by_status, status, seq)
+        if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
+            _post(self.by_status, status, seq)
         duration = end - start
         _post(self.by_duration, int(math.log2(duration) * 4) if duration > 1 else 0, seq)
         for error_type in error_types:
@@ -481,7 +604,7 @@ class SpanColumns:
                             strings.refs[ident] += 1
                             posting = attribute.postings[ident]
                             if type(posting) is int:
-                                attribute.postings[ident] = array("q", (posting, seq))
+                                attribute.postings[ident] = array(SEQ_TYPE, (posting, seq))
                             else:
                                 posting.append(seq)
                         payload.append(ident)
@@ -490,11 +613,15 @@ class SpanColumns:
                         _post(attribute.values, ("#", hash(value)), seq)
                         payload.append(value)
                 elif kind is int:
-                    _post(attribute.values, value, seq)
-                    payload.append(value if _INT_MIN <= value <= _UINT_MAX else _pack_value(value))
+                    if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
+                        attribute.numbers.add(value, seq)
+                        payload.append(value)
+                    else:
+                        _post(attribute.values, value, seq)
+                        payload.append(value if _INT_MIN <= value <= _UINT_MAX else _pack_value(value))
                 elif kind is float:
                     if value == value:  # NaN equals nothing: not indexed
-                        _post(attribute.values, value, seq)
+                        attribute.numbers.add(value, seq)
                     payload.append(value)
                 elif kind is bool:
                     _post(attribute.values, _BoolKey.TRUE if value else _BoolKey.FALSE, seq)
@@ -508,9 +635,24 @@ class SpanColumns:
         if shape_id is None:
             refs = tuple((i + 1, self.keys[keys[i]]) for i in range(len(keys)) if mask >> i & 1)
             shape_id = shapes.acquire((keys, refs), shape_key)
-        else:
+            shapes.refs[shape_id] = 0
+        names = self.names
+        name_id = names.ids.get(name)
+        if name_id is None:
+            name_id = names.acquire(name)
+            names.refs[name_id] = 0
+        contexts = self.contexts
+        context_key = (name_id, rid, sid, shape_id)
+        context = contexts.ids.get(context_key)
+        if context is None:
+            context = contexts.acquire(context_key)
+            names.refs[name_id] += 1
+            self.resources.refs[rid] += 1
+            self.scopes.refs[sid] += 1
             shapes.refs[shape_id] += 1
-        chunk.shapes.append(shape_id)
+        else:
+            contexts.refs[context] += 1
+        chunk.contexts.append(context)
         if extras is not None:
             payload.append(extras)
         chunk.blob += _encode(payload)
@@ -543,12 +685,9 @@ class SpanColumns:
         bits = chunk.bits[slot]
         chunk.bits[slot] = bits | _DEAD
         chunk.alive -= 1
-        self.names.release(chunk.names[slot])
-        rid = chunk.resources[slot]
+        context = chunk.contexts[slot]
+        name_id, rid, sid, shape_id = self.contexts.values[context]
         service = self.resources.values[rid].service_name
-        self.resources.release(rid)
-        self.scopes.release(chunk.scopes[slot])
-        shape_id = chunk.shapes[slot]
         keys, refs = self.shapes.values[shape_id]
         if refs:
             payload = _DECODE(chunk.blob[chunk.offsets[slot - 1] if slot else 0 : chunk.offsets[slot]])
@@ -559,8 +698,41 @@ class SpanColumns:
                 if strings.release(ident):
                     self.shared_bytes -= _SHARED_STRING_BYTES + len(value)
                     attribute.postings[ident] = None
-        self.shapes.release(shape_id, keys_mask(self.shapes, shape_id))
+        if self.contexts.release(context):
+            self.names.release(name_id)
+            self.resources.release(rid)
+            self.scopes.release(sid)
+            self.shapes.release(shape_id, keys_mask(self.shapes, shape_id))
         return chunk.sizes[slot], service, (bits >> _STATUS_SHIFT) & 3
+
+    def rebase(self) -> int:
+        """Renumber the rows held from seq 0 (when seqs would overflow 32 bits); return the offset subtracted."""
+        shift = self.base
+        if not shift:
+            return 0
+
+        def moved(posting: Any) -> Any:
+            if type(posting) is int:
+                return posting - shift if posting >= shift else None
+            kept = [seq - shift for seq in posting if seq >= shift]
+            if len(kept) > 1:
+                return array(SEQ_TYPE, kept)
+            return kept[0] if kept else None
+
+        for index in (self.by_name, self.by_service, self.by_status, self.by_error_type, self.by_duration):
+            _clean_index(index, moved)
+        for attribute in self.keys.values():
+            _clean_index(attribute.values, moved)
+            postings = attribute.postings
+            for ident, posting in enumerate(postings):
+                if posting is not None:
+                    postings[ident] = moved(posting)
+            runs = attribute.numbers
+            runs.runs = [_shifted(values, seqs, shift) for values, seqs in runs.runs]
+            runs.open_values, runs.open_seqs = _shifted(runs.open_values, runs.open_seqs, shift)
+        self.first_chunk = 0
+        self.next_seq -= shift
+        return shift
 
     def drop_dead_chunks(self) -> int:
         """Free the chunks at the front whose rows are all dead (never the one being filled); return how many."""
@@ -591,7 +763,7 @@ class SpanColumns:
             if len(kept) == len(posting):
                 return posting if len(kept) > 1 else (kept[0] if kept else None)
             if len(kept) > 1:
-                return array("q", kept)
+                return array(SEQ_TYPE, kept)
             return kept[0] if kept else None
 
         for index in (self.by_name, self.by_service, self.by_status, self.by_error_type, self.by_duration):
@@ -599,11 +771,12 @@ class SpanColumns:
         for name in list(self.keys):
             attribute = self.keys[name]
             _clean_index(attribute.values, clean)
+            attribute.numbers.drop_before(base)
             postings = attribute.postings
             for ident, posting in enumerate(postings):
                 if posting is not None:
                     postings[ident] = clean(posting)
-            if not attribute.values and not attribute.strings.ids:
+            if not attribute.values and not attribute.strings.ids and not len(attribute.numbers):
                 # No live shape refers to it: a shape that references this key's strings holds one of them.
                 del self.keys[name]
 
@@ -613,7 +786,8 @@ class SpanColumns:
         chunk = self.chunks[(seq >> SHIFT) - self.first_chunk]
         slot = seq & _MASK
         bits = chunk.bits[slot]
-        keys, refs = self.shapes.values[chunk.shapes[slot]]
+        name_id, rid, sid, shape_id = self.contexts.values[chunk.contexts[slot]]
+        keys, refs = self.shapes.values[shape_id]
         payload = _DECODE(chunk.blob[chunk.offsets[slot - 1] if slot else 0 : chunk.offsets[slot]])
         for position, attribute in refs:
             payload[position] = attribute.strings.values[payload[position]]
@@ -628,7 +802,7 @@ class SpanColumns:
                 trace_id=chunk.traces[slot],
                 span_id=odd_id if odd_id is not None else _hex(chunk.span_ids[slot]),
                 parent_span_id=odd_parent if odd_parent is not None else parent,
-                name=self.names.values[chunk.names[slot]],
+                name=self.names.values[name_id],
                 kind=_KINDS[bits & _KIND_BITS],
                 start_time_unix_nano=chunk.starts[slot],
                 end_time_unix_nano=chunk.ends[slot],
@@ -637,8 +811,8 @@ class SpanColumns:
                 attributes=attributes,
                 events=tuple(SpanEvent(n, t, _unpack_map(a), d) for n, t, a, d in events),
                 links=tuple(SpanLink(t, s, st, _unpack_map(a), d, f) for t, s, st, a, d, f in links),
-                resource=self.resources.values[chunk.resources[slot]],
-                scope=self.scopes.values[chunk.scopes[slot]],
+                resource=self.resources.values[rid],
+                scope=self.scopes.values[sid],
                 trace_state=state,
                 flags=payload[0],
                 dropped_attributes_count=dropped_attributes,
@@ -649,14 +823,14 @@ class SpanColumns:
             trace_id=chunk.traces[slot],
             span_id=_hex(chunk.span_ids[slot]),
             parent_span_id=parent,
-            name=self.names.values[chunk.names[slot]],
+            name=self.names.values[name_id],
             kind=_KINDS[bits & _KIND_BITS],
             start_time_unix_nano=chunk.starts[slot],
             end_time_unix_nano=chunk.ends[slot],
             status_code=_STATUSES[(bits >> _STATUS_SHIFT) & 3],
             attributes=attributes,
-            resource=self.resources.values[chunk.resources[slot]],
-            scope=self.scopes.values[chunk.scopes[slot]],
+            resource=self.resources.values[rid],
+            scope=self.scopes.values[sid],
             flags=payload[0],
         )
 
@@ -845,16 +1019,50 @@ class SpanColumns:
         if kind is int or kind is float:
             if attribute is None or value != value:
                 return [], True
-            posting = attribute.values.get(value)
-            return ([posting] if posting is not None else []), True
+            found = []
+            if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT or kind is float:
+                found = attribute.numbers.postings(value, value)
+            exact = kind is float or float(value) == value
+            if kind is int or value.is_integer():
+                big = attribute.values.get(int(value))
+                if big is not None:
+                    found.append(big)
+            return found, exact
         return None
 
-    def attribute_range(self, key: str, accept: Callable[[Any], bool]) -> list[Any]:
-        """Posting lists of every numeric value of ``key`` that ``accept`` takes."""
+    def attribute_range(self, key: str, op: str, bound: float) -> tuple[list[Any], bool]:
+        """Posting lists of the numeric values ``v`` of ``key`` with ``v op bound``, and whether exactly."""
         attribute = self.keys.get(key)
-        if attribute is None:
-            return []
-        return [p for v, p in attribute.values.items() if (type(v) is int or type(v) is float) and accept(v)]
+        if attribute is None or bound != bound:
+            return [], True
+        inf = math.inf
+        runs = attribute.numbers
+        if op == "<":
+            found = runs.postings(-inf, bound, high_open=True)
+        elif op == "<=":
+            found = runs.postings(-inf, bound)
+        elif op == ">":
+            found = runs.postings(bound, inf, low_open=True)
+        else:
+            found = runs.postings(bound, inf)
+        for value, posting in attribute.values.items():  # ints beyond 2**53
+            if type(value) is int and (
+                value < bound
+                if op == "<"
+                else value <= bound
+                if op == "<="
+                else value > bound
+                if op == ">"
+                else value >= bound
+            ):
+                found.append(posting)
+        return found, type(bound) is float or -_EXACT_FLOAT_INT <= bound <= _EXACT_FLOAT_INT
+
+
+def _shifted(values: array, seqs: array, shift: int) -> tuple[array, array]:
+    """A run without its entries before ``shift``, the others renumbered from there."""
+    keep = [i for i, seq in enumerate(seqs) if seq >= shift]
+    return array("d", [values[i] for i in keep]), array(SEQ_TYPE, [seqs[i] - shift for i in keep])
 
 
 def keys_mask(shapes: _Table, shape_id: int) -> tuple[tuple[str, ...], int]:
@@ -910,11 +1118,13 @@ class RowView:
 
     @property
     def name(self) -> str:
-        return self._columns.names.values[self._chunk.names[self._slot]]
+        columns = self._columns
+        return columns.names.values[columns.contexts.values[self._chunk.contexts[self._slot]][0]]
 
     @property
     def resource(self) -> Resource:
-        return self._columns.resources.values[self._chunk.resources[self._slot]]
+        columns = self._columns
+        return columns.resources.values[columns.contexts.values[self._chunk.contexts[self._slot]][1]]
 
     @property
     def kind(self) -> SpanKind:

@@ -555,7 +555,12 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
     if f.op in ("==", "in"):
         postings: list[Any] = []
         exact = True
+        numbers: set[object] = set()
         for value in f.value if f.op == "in" else (f.value,):
+            if type(value) is int or type(value) is float:
+                if value in numbers:  # 1 and 1.0 name the same entries
+                    continue
+                numbers.add(value)
             found = columns.attribute_postings(f.key, value)
             if found is None:
                 return None
@@ -565,8 +570,8 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
     # A numeric range over int and float values (a string range is filtered instead).
     if not _is_number(f.value):
         return None
-    op, bound = f.op, f.value
-    return _Candidates(columns.attribute_range(f.key, lambda value: _ordered(op, value, bound)), f)
+    postings, exact = columns.attribute_range(f.key, f.op, f.value)
+    return _Candidates(postings, f if exact else None)
 
 
 def _seq_check(

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from spanstore import forksafe
-from spanstore.columns import MAX_REF_STRING, SpanColumns, duration_bucket
+from spanstore.columns import MAX_REF_STRING, SEQ_TYPE, SpanColumns, duration_bucket
 from spanstore.columns import bool_key as bool_key  # re-exported: callers imported it from here
 from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
 from spanstore.model import AttributeMap, StatusCode, StoredSpan, from_readable_span
@@ -475,7 +475,7 @@ class SpanStore:
         columns = self._columns
         trace = self._traces.get(trace_id)
         if trace is None:
-            trace = self._traces[trace_id] = array("q")
+            trace = self._traces[trace_id] = array(SEQ_TYPE)
             self._trace_order.append(trace_id)
         elif len(trace) >= self.max_spans_per_trace:
             self._dropped_trace_cap += 1
@@ -483,6 +483,9 @@ class SpanStore:
         else:
             trace_id = columns.trace_id_of(trace[0])  # one id string for every row of the trace
         size = _estimate_bytes(span)
+        if columns.next_seq >= columns.seq_limit:
+            self._rebase_locked()
+            trace = self._traces[span.trace_id]
         seq, service = columns.append(span, trace_id, size, span.error_types)
         trace.append(seq)
         if span.status_code == 2:
@@ -496,6 +499,12 @@ class SpanStore:
         if self._span_count > self.max_spans or self._row_bytes + columns.shared_bytes > self.max_bytes:
             self._evict_locked()
         return True
+
+    def _rebase_locked(self) -> None:
+        """Renumber every row from 0: seqs are 32-bit (see spanstore.columns.SEQ_LIMIT)."""
+        shift = self._columns.rebase()
+        for trace_id, seqs in self._traces.items():
+            self._traces[trace_id] = array(SEQ_TYPE, [seq - shift for seq in seqs])
 
     def _evict_locked(self) -> None:
         columns = self._columns
@@ -721,8 +730,11 @@ class SpanStore:
             }
             assert columns.shared_bytes == sum(160 + len(value) for _, value in shared), "string table accounting"
             assert sum(len(a.strings) for a in columns.keys.values()) == len(shared)
-            names = collections.Counter(span.name for span in live.values())
-            assert {n: columns.names.refs[i] for n, i in columns.names.ids.items()} == names
+            contexts = collections.Counter(
+                chunk.contexts[seq & 1023] for seq in live for chunk in [columns.chunk_of(seq)]
+            )
+            assert {i: columns.contexts.refs[i] for i in columns.contexts.ids.values()} == contexts
+            assert {span.name for span in live.values()} == set(columns.names.ids)
             # The budgets hold after every change (eviction runs until both do, or nothing is left to evict).
             assert self._span_count <= self.max_spans or not live
             assert self._bytes <= self.max_bytes or not live, (self._bytes, self.max_bytes)
@@ -761,7 +773,7 @@ class SpanStore:
 
             expect(columns.by_name, attrgetter("name"))
             expect(columns.by_service, lambda span: span.resource.service_name)
-            expect(columns.by_status, lambda span: int(span.status_code))
+            expect(columns.by_status, lambda span: int(span.status_code) or None)
             expect(columns.by_error_type, attrgetter("error_types"), many=True)
             expect(columns.by_duration, lambda span: duration_bucket(span.duration_ns))
             # Every attribute value is found through the index by a query for it.

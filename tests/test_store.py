@@ -225,6 +225,24 @@ def test_compaction_keeps_indices_exact_through_a_long_eviction_run() -> None:
     assert len(store._columns.chunks) <= 2 + 500 // CHUNK_ROWS  # chunks of evicted rows are freed whole
 
 
+def test_seqs_are_renumbered_before_they_overflow() -> None:
+    """Seqs are 32-bit: when they would overflow, the rows held are renumbered from 0 and every index follows."""
+    store = SpanStore(max_spans=700)
+    store._columns.seq_limit = 3 * CHUNK_ROWS
+    for i in range(12_000):
+        attributes = AttributeMap.of({"n": i % 7, "route": f"/r{i % 3}", "ratio": i / 7})
+        store.add(make_span(i // 4 + 1, i + 1, start=i, attributes=attributes))
+        if i % 997 == 0:
+            store._check()
+    store._check()
+    assert store._columns.next_seq <= 3 * CHUNK_ROWS
+    newest = query_spans(store, attributes={"n": 3}, limit=3)
+    assert [s.start_time_unix_nano for s in newest] == [i for i in range(11_999, 0, -1) if i % 7 == 3][:3]
+    assert [s.start_time_unix_nano for s in query_spans(store, attributes=[("ratio", ">=", 11_990 / 7)])] == list(
+        range(11_999, 11_989, -1)
+    )
+
+
 @pytest.mark.stress
 def test_concurrent_writers_and_readers_stay_consistent() -> None:
     """4 writer threads and 4 query threads: no exception, _check() holds, final counts exact."""
