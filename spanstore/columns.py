@@ -264,6 +264,8 @@ class _Table:
         return len(self.ids)
 
 
+#: A row whose blob is bigger than this is kept out of line (freed as soon as the row is evicted).
+BIG_ROW_BYTES = 512
 #: Numeric index entries per sealed run (see _Runs).
 RUN_ROWS = 4096
 _EXACT_FLOAT_INT = 1 << 53
@@ -396,6 +398,7 @@ class _AttributeKey:
 class _Chunk:
     __slots__ = (
         "alive",
+        "big",
         "bits",
         "blob",
         "ends",
@@ -420,12 +423,31 @@ class _Chunk:
         self.contexts = array("I")  # (name, resource, scope, shape) of each row, interned
         self.sizes = array("I")
         self.offsets = array("I")  # end offset of each row's blob
-        self.blob = bytearray()
+        self.blob: bytes | bytearray = bytearray()
+        self.big: dict[int, bytes] = {}  # slot -> blob of a row bigger than BIG_ROW_BYTES
         self.traces: list[str] = []
         self.alive = 0
         self.max_before = max_start  # the latest start among the rows of every earlier chunk
         self.max_start = max_start  # the latest start among this chunk's rows and every earlier row
         self.min_start = _UINT_MAX  # the earliest start among this chunk's rows (see SpanColumns._min_after)
+
+
+def _payload(chunk: _Chunk, slot: int) -> list[Any]:
+    """The decoded msgpack of a row: from the chunk's blob, or out of line for a big row (an empty blob range)."""
+    end = chunk.offsets[slot]
+    start = chunk.offsets[slot - 1] if slot else 0
+    if start == end:
+        return _DECODE(chunk.big[slot])
+    return _DECODE(chunk.blob[start:end])
+
+
+def _seal(chunk: _Chunk) -> None:
+    """Trim a full chunk's columns to their exact size (a growing array over-allocates by up to ~12%)."""
+    for name in ("starts", "ends", "span_ids", "parents", "contexts", "sizes", "offsets"):
+        column = getattr(chunk, name)
+        setattr(chunk, name, array(column.typecode, column))
+    chunk.blob = bytes(chunk.blob)
+    chunk.traces = list(chunk.traces)
 
 
 def _hex_int(value: str | None) -> int | None:
@@ -491,6 +513,8 @@ class SpanColumns:
         slot = seq & _MASK
         chunks = self.chunks
         if slot == 0:
+            if chunks:
+                _seal(chunks[-1])
             chunk = _Chunk(chunks[-1].max_start if chunks else 0)
             chunks.append(chunk)
             if len(chunks) == 1:
@@ -655,7 +679,13 @@ class SpanColumns:
         chunk.contexts.append(context)
         if extras is not None:
             payload.append(extras)
-        chunk.blob += _encode(payload)
+        data = _encode(payload)
+        if len(data) > BIG_ROW_BYTES:
+            # Out of line, so that evicting the row frees its bytes at once (a chunk's shared blob is freed only
+            # when all of its rows are gone, which for rows of 100 KB would hold far more than the budget).
+            chunk.big[slot] = data
+        else:
+            chunk.blob += data
         chunk.offsets.append(len(chunk.blob))
         chunk.alive += 1
         return seq, service
@@ -690,7 +720,7 @@ class SpanColumns:
         service = self.resources.values[rid].service_name
         keys, refs = self.shapes.values[shape_id]
         if refs:
-            payload = _DECODE(chunk.blob[chunk.offsets[slot - 1] if slot else 0 : chunk.offsets[slot]])
+            payload = _payload(chunk, slot)
             for position, attribute in refs:
                 ident = payload[position]
                 strings = attribute.strings
@@ -698,6 +728,8 @@ class SpanColumns:
                 if strings.release(ident):
                     self.shared_bytes -= _SHARED_STRING_BYTES + len(value)
                     attribute.postings[ident] = None
+        if chunk.big:
+            chunk.big.pop(slot, None)
         if self.contexts.release(context):
             self.names.release(name_id)
             self.resources.release(rid)
@@ -788,7 +820,7 @@ class SpanColumns:
         bits = chunk.bits[slot]
         name_id, rid, sid, shape_id = self.contexts.values[chunk.contexts[slot]]
         keys, refs = self.shapes.values[shape_id]
-        payload = _DECODE(chunk.blob[chunk.offsets[slot - 1] if slot else 0 : chunk.offsets[slot]])
+        payload = _payload(chunk, slot)
         for position, attribute in refs:
             payload[position] = attribute.strings.values[payload[position]]
         count = len(keys)
