@@ -489,6 +489,7 @@ class SpanColumns:
         self.shared_bytes = 0  # what interned attribute strings cost (see SpanStore._estimate docs)
         self._resource_cache: dict[int, tuple[Resource, int, str, Resource]] = {}
         self._scope_cache: dict[int, tuple[Scope, int, Scope]] = {}
+        self._key_cache: dict[int, tuple[tuple[str, ...], list[_AttributeKey]]] = {}
 
     # --- geometry -------------------------------------------------------------------------------------------------
     @property
@@ -507,8 +508,12 @@ class SpanColumns:
         return not self.chunks[index].bits[seq & _MASK] & _DEAD
 
     # --- ingest ---------------------------------------------------------------------------------------------------
-    def append(self, span: StoredSpan, trace_id: str, size: int, error_types: tuple[str, ...]) -> tuple[int, str]:
-        """Store ``span`` as a new row; return its seq and service name. ``trace_id``: the trace's shared string."""
+    def append(self, span: StoredSpan, trace_id: str, error_types: tuple[str, ...]) -> tuple[int, str, int]:
+        """Store ``span`` as a new row; return its seq, service name and :func:`row_bytes`.
+
+        ``trace_id``: the trace's shared string. Values of an unknown type must have been refused before (the
+        store's ``_check_span``): nothing here can fail halfway.
+        """
         seq = self.next_seq
         slot = seq & _MASK
         chunks = self.chunks
@@ -591,7 +596,6 @@ class SpanColumns:
                 self._scope_cache.clear()
             self._scope_cache[id(scope)] = (scope, sid, self.scopes.values[sid])
         chunk.traces.append(trace_id)
-        chunk.sizes.append(size)
         _post(self.by_service, service, seq)
         if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
             _post(self.by_status, status, seq)
@@ -604,13 +608,23 @@ class SpanColumns:
         attributes = span.attributes
         keys = attributes.keys_
         mask = 0
+        size = 0
         if keys:
-            key_index = self.keys
+            # The _AttributeKey of each key, cached by the identity of the shared key tuple.
+            cached_keys = self._key_cache.get(id(keys))
+            if cached_keys is None or cached_keys[0] is not keys:
+                key_index = self.keys
+                found = []
+                for key in keys:
+                    attribute = key_index.get(key)
+                    if attribute is None:
+                        attribute = key_index[key] = _AttributeKey(key)
+                    found.append(attribute)
+                if len(self._key_cache) > 4096:
+                    self._key_cache.clear()
+                cached_keys = self._key_cache[id(keys)] = (keys, found)
             bit = 1
-            for key, value in zip(keys, attributes.values_, strict=True):
-                attribute = key_index.get(key)
-                if attribute is None:
-                    attribute = key_index[key] = _AttributeKey(key)
+            for attribute, value in zip(cached_keys[1], attributes.values_, strict=True):
                 kind = type(value)
                 if kind is str:
                     if len(value) <= MAX_REF_STRING:
@@ -618,7 +632,7 @@ class SpanColumns:
                         ident = strings.ids.get(value)
                         if ident is None:
                             ident = strings.acquire(value)
-                            self.shared_bytes += _SHARED_STRING_BYTES + len(value)
+                            self.shared_bytes += SHARED_STRING_BYTES + len(value)
                             postings = attribute.postings
                             if ident == len(postings):
                                 postings.append(seq)
@@ -633,9 +647,11 @@ class SpanColumns:
                                 posting.append(seq)
                         payload.append(ident)
                         mask |= bit
+                        size += 6
                     else:
                         _post(attribute.values, ("#", hash(value)), seq)
                         payload.append(value)
+                        size += 9 + (len(value) if value.isascii() else _utf8_length(value))
                 elif kind is int:
                     if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
                         attribute.numbers.add(value, seq)
@@ -643,16 +659,25 @@ class SpanColumns:
                     else:
                         _post(attribute.values, value, seq)
                         payload.append(value if _INT_MIN <= value <= _UINT_MAX else _pack_value(value))
+                    size += 12 + (1 if -32 <= value < 128 else _int_bytes(value))
                 elif kind is float:
                     if value == value:  # NaN equals nothing: not indexed
                         attribute.numbers.add(value, seq)
                     payload.append(value)
+                    size += 21
                 elif kind is bool:
                     _post(attribute.values, _BoolKey.TRUE if value else _BoolKey.FALSE, seq)
                     payload.append(value)
+                    size += 5
                 else:
                     payload.append(_pack_value(value))
+                    size += _nested_bytes(value)
                 bit <<= 1
+        if extras is not None:
+            size += _extras_bytes(span)
+        if size > BIG_ROW_BYTES:
+            size += _BIG_ROW_OVERHEAD
+        size += ROW_BYTES
         shape_key = (keys, mask)
         shapes = self.shapes
         shape_id = shapes.ids.get(shape_key)
@@ -677,18 +702,20 @@ class SpanColumns:
         else:
             contexts.refs[context] += 1
         chunk.contexts.append(context)
+        chunk.sizes.append(size)
         if extras is not None:
             payload.append(extras)
         data = _encode(payload)
         if len(data) > BIG_ROW_BYTES:
             # Out of line, so that evicting the row frees its bytes at once (a chunk's shared blob is freed only
             # when all of its rows are gone, which for rows of 100 KB would hold far more than the budget).
-            chunk.big[slot] = data
+            # A copy: msgspec's result keeps its buffer's spare capacity (up to ~50% more).
+            chunk.big[slot] = bytes(memoryview(data))
         else:
             chunk.blob += data
         chunk.offsets.append(len(chunk.blob))
         chunk.alive += 1
-        return seq, service
+        return seq, service, size
 
     @staticmethod
     def _extras(span: StoredSpan, odd_id: bool, odd_parent: bool) -> list[Any]:
@@ -726,7 +753,7 @@ class SpanColumns:
                 strings = attribute.strings
                 value = strings.values[ident]
                 if strings.release(ident):
-                    self.shared_bytes -= _SHARED_STRING_BYTES + len(value)
+                    self.shared_bytes -= SHARED_STRING_BYTES + len(value)
                     attribute.postings[ident] = None
         if chunk.big:
             chunk.big.pop(slot, None)
@@ -1118,9 +1145,105 @@ def _clean_index(index: dict[Any, Any], clean: Callable[[Any], Any]) -> None:
         del index[key]
 
 
+#: Bytes of a row beside its attributes (columns, name/service/duration postings, its share of the trace index).
+ROW_BYTES = 96
+_BIG_ROW_OVERHEAD = 96  # a bytes object and its dict slot, for a row kept out of line
+
+
+def row_bytes(span: StoredSpan) -> int:
+    """What a span's row costs in memory, index entries included (interned strings aside: see the store).
+
+    ``ROW_BYTES`` (96); per attribute: a str of at most 256 characters 6 (table id and posting entry), a longer str
+    9 plus its UTF-8 length, an int 12 plus its msgpack size (a sorted-run entry), a float 21, a bool 5, anything else
+    its nested size (:func:`_nested_bytes`); a span with a status message, trace state, events, links, dropped
+    counts or an id that is not 16 lowercase hex characters adds :func:`_extras_bytes`; a row over 512 bytes by this
+    count adds 96 (it is kept out of line).
+    """
+    size = 0
+    for value in span.attributes.values_:
+        kind = type(value)
+        if kind is str:
+            size += 6 if len(value) <= MAX_REF_STRING else 9 + _utf8_length(value)
+        elif kind is int:
+            size += 12 + _int_bytes(value)
+        elif kind is float:
+            size += 21
+        elif kind is bool:
+            size += 5
+        else:
+            size += _nested_bytes(value)
+    if (
+        span.status_message
+        or span.trace_state
+        or span.events
+        or span.links
+        or span.dropped_attributes_count
+        or span.dropped_events_count
+        or span.dropped_links_count
+        or _hex_int(span.span_id) is None
+        or (span.parent_span_id is not None and _hex_int(span.parent_span_id) is None)
+    ):
+        size += _extras_bytes(span)
+    if size > BIG_ROW_BYTES:
+        size += _BIG_ROW_OVERHEAD
+    return size + ROW_BYTES
+
+
+def _extras_bytes(span: StoredSpan) -> int:
+    """40, the status message and trace state, 24 an event plus its name and attributes (nested), 64 a link plus its
+    attributes."""
+    size = 40 + _utf8_length(span.status_message) + len(span.trace_state)
+    for event in span.events:
+        size += 24 + len(event.name) + _nested_bytes(event.attributes)
+    for link in span.links:
+        size += 64 + _nested_bytes(link.attributes)
+    return size
+
+
+def _utf8_length(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _int_bytes(value: int) -> int:
+    """msgpack's size of an int."""
+    if -32 <= value < 128:
+        return 1
+    if -128 <= value < 256:
+        return 2
+    if -32768 <= value < 65536:
+        return 3
+    if -(1 << 31) <= value < 1 << 32:
+        return 5
+    return 9
+
+
+def _nested_bytes(value: object) -> int:
+    """Bytes a value takes packed inside a row (msgpack, rounded up), not indexed: str 2 plus its UTF-8 length,
+    bool/None 1, int its msgpack size, float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per
+    entry 2, its key's UTF-8 length and its value."""
+    kind = type(value)
+    if kind is str:
+        return 2 + _utf8_length(value)  # type: ignore[arg-type]
+    if kind is bool or value is None:
+        return 1
+    if kind is int:
+        return _int_bytes(value)  # type: ignore[arg-type]
+    if kind is float:
+        return 9
+    if kind is bytes:
+        return 5 + len(value)  # type: ignore[arg-type]
+    if kind is tuple or kind is list:
+        return 5 + sum(map(_nested_bytes, value))  # type: ignore[arg-type]
+    if isinstance(value, AttributeMap):
+        return 5 + sum(2 + _utf8_length(k) for k in value.keys_) + sum(map(_nested_bytes, value.values_))
+    return 64
+
+
 #: What one interned attribute string costs beyond its characters: the str object, its dict slot, its table and
 #: posting slots and reference count, and its posting (an int, or an array header once repeated).
-_SHARED_STRING_BYTES = 160
+SHARED_STRING_BYTES = 160
 
 
 class RowView:

@@ -656,7 +656,7 @@ def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None
         sources.append(_posting(columns.by_name, query.name, "name"))
     if query.service is not None:
         sources.append(_posting(columns.by_service, query.service, "service"))
-    if query.status is not None:
+    if query.status:  # UNSET (nearly every span) has no list: it is checked on the candidates of other criteria
         sources.append(_posting(columns.by_status, int(query.status), "status"))
     if query.error_type is not None:
         sources.append(_posting(columns.by_error_type, query.error_type, "error_type"))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from spanstore import forksafe
-from spanstore.columns import MAX_REF_STRING, SEQ_TYPE, SpanColumns, duration_bucket
+from spanstore.columns import MAX_REF_STRING, SEQ_TYPE, SHARED_STRING_BYTES, SpanColumns, duration_bucket, row_bytes
 from spanstore.columns import bool_key as bool_key  # re-exported: callers imported it from here
 from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
 from spanstore.model import AttributeMap, StatusCode, StoredSpan, from_readable_span
@@ -109,82 +109,22 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
 def _estimate_bytes(span: StoredSpan) -> int:
     """The bytes one span's row takes in the packed layout, its index entries included (shared strings aside).
 
-    Calibrated against measured RSS (``python -m benchmarks --only families``). The store's estimate
-    (:meth:`SpanStore.stats` ``memory_estimate_bytes``) is the sum of this over the spans held, plus every
-    *distinct* attribute string of at most 256 characters held (per key) at 160 bytes plus its length: such strings
-    are stored once, in the string table, however many spans use them.
+    The store's estimate (:meth:`SpanStore.stats` ``memory_estimate_bytes``, what ``max_bytes`` bounds) is the sum
+    of this over the spans held, plus 160 bytes and the length of every *distinct* attribute string of at most 256
+    characters held (per key): such strings sit once in the string table, however many spans use them. Calibrated
+    against measured RSS on every workload family (``python -m benchmarks --only families``).
 
-    The formula: 112; per attribute 12 plus its value. A top-level value costs: a str of at most 256 characters 2
-    (its table id), a longer str 5 plus its UTF-8 length, bool/None 1, int 40 (msgpack and an index entry of a
-    value that may be unique), float 48, bytes 5 plus its length, an array or map as nested. A nested value (an
-    item of an array or map, or of an event's or link's attributes) costs: str 2 plus its UTF-8 length, bool/None
-    1, int its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3 within int16/uint16, 5 within int32/uint32, else
-    9), float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per entry 2 plus the key's
-    length plus its value. A span with a status message, trace state, events or links adds 40, their lengths, and
-    per event 24 plus its name's length plus its attributes (as a nested map), per link 64 plus its attributes.
+    The formula (:func:`spanstore.columns.row_bytes`): 96 a row; per attribute: a str of at most 256 characters 6,
+    a longer str 9 plus its UTF-8 length, an int 12 plus its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3
+    within int16/uint16, 5 within int32/uint32, else 9), a float 21, a bool 5, anything else nested; a span with a
+    status message, trace state, events, links, dropped counts or an id that is not 16 lowercase hex characters
+    adds 40, its status message's UTF-8 length and trace state's length, per event 24 plus its name's length plus
+    its attributes as a nested map, per link 64 plus its attributes; a row over 512 bytes by this count adds 96.
+    Nested (inside arrays, maps, events, links): str 2 plus its UTF-8 length, bool/None 1, int its msgpack size,
+    float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per entry 2 plus its key's UTF-8
+    length plus its value.
     """
-    size = 112
-    values = span.attributes.values_
-    if values:
-        size += 12 * len(values)
-        for value in values:
-            kind = type(value)
-            if kind is str:
-                size += 2 if len(value) <= MAX_REF_STRING else 5 + _utf8_length(value)
-            elif kind is int:
-                size += 40
-            elif kind is float:
-                size += 48
-            elif kind is bool or value is None:
-                size += 1
-            else:
-                size += _nested_bytes(value)
-    if span.status_message or span.trace_state or span.events or span.links:
-        size += 40 + len(span.status_message) + len(span.trace_state)
-        for event in span.events:
-            size += 24 + len(event.name) + _nested_bytes(event.attributes)
-        for link in span.links:
-            size += 64 + _nested_bytes(link.attributes)
-    return size
-
-
-def _utf8_length(text: str) -> int:
-    if text.isascii():
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _int_bytes(value: int) -> int:
-    """msgpack's size of an int."""
-    if -32 <= value < 128:
-        return 1
-    if -128 <= value < 256:
-        return 2
-    if -32768 <= value < 65536:
-        return 3
-    if -(1 << 31) <= value < 1 << 32:
-        return 5
-    return 9
-
-
-def _nested_bytes(value: object) -> int:
-    """Bytes a value takes packed inside a row (msgpack, rounded up)."""
-    kind = type(value)
-    if kind is str:
-        return 2 + _utf8_length(value)  # type: ignore[arg-type]
-    if kind is bool or value is None:
-        return 1
-    if kind is int:
-        return _int_bytes(value)  # type: ignore[arg-type]
-    if kind is float:
-        return 9
-    if kind is bytes:
-        return 5 + len(value)  # type: ignore[arg-type]
-    if kind is tuple or kind is list:
-        return 5 + sum(map(_nested_bytes, value))  # type: ignore[arg-type]
-    if isinstance(value, AttributeMap):
-        return 5 + sum(2 + _utf8_length(k) for k in value.keys_) + sum(map(_nested_bytes, value.values_))
-    return 64
+    return row_bytes(span)
 
 
 class _InboxDrainer:
@@ -482,11 +422,10 @@ class SpanStore:
             return False
         else:
             trace_id = columns.trace_id_of(trace[0])  # one id string for every row of the trace
-        size = _estimate_bytes(span)
         if columns.next_seq >= columns.seq_limit:
             self._rebase_locked()
             trace = self._traces[span.trace_id]
-        seq, service = columns.append(span, trace_id, size, span.error_types)
+        seq, service, size = columns.append(span, trace_id, span.error_types)
         trace.append(seq)
         if span.status_code == 2:
             self._error_count += 1
@@ -728,7 +667,7 @@ class SpanStore:
                 for key, value in span.attributes.items()
                 if type(value) is str and len(value) <= MAX_REF_STRING
             }
-            assert columns.shared_bytes == sum(160 + len(value) for _, value in shared), "string table accounting"
+            assert columns.shared_bytes == sum(SHARED_STRING_BYTES + len(v) for _, v in shared), "string accounting"
             assert sum(len(a.strings) for a in columns.keys.values()) == len(shared)
             contexts = collections.Counter(
                 chunk.contexts[seq & 1023] for seq in live for chunk in [columns.chunk_of(seq)]
@@ -807,6 +746,9 @@ def _check_span(span: object) -> None:
             f"StoredSpan.attributes must be an AttributeMap (AttributeMap.of(mapping)), got "
             f"{type(span.attributes).__name__} in span {span.span_id} of trace {span.trace_id}"
         )
+    for value in span.attributes.values_:
+        if type(value) not in _SCALARS:
+            _check_value(value, span)
     for name in ("start_time_unix_nano", "end_time_unix_nano"):
         value = getattr(span, name)
         if type(value) is not int or not 0 <= value <= _UINT64_MAX:
@@ -814,6 +756,29 @@ def _check_span(span: object) -> None:
                 f"{name} must be an int of Unix nanoseconds in 0..2**64-1, got {value!r}",
                 where=f"span {span.span_id} of trace {span.trace_id}",
             )
+
+
+_SCALARS = frozenset((str, int, float, bool))
+_NESTED = (str, int, float, bool, bytes, type(None))
+
+
+def _check_value(value: object, span: StoredSpan) -> None:
+    """Refuse an attribute value the file format cannot hold (OTLP's AnyValue: scalars, bytes, arrays, maps)."""
+    if isinstance(value, _NESTED):
+        return
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            _check_value(item, span)
+        return
+    if isinstance(value, AttributeMap):
+        for item in value.values_:
+            _check_value(item, span)
+        return
+    raise InvalidSpanError(
+        f"attribute values must be str, bool, int, float, bytes, None, arrays or AttributeMaps, got "
+        f"{type(value).__name__} {value!r}",
+        where=f"span {span.span_id} of trace {span.trace_id}",
+    )
 
 
 def release_free_memory() -> None:

@@ -109,32 +109,49 @@ def nested_bytes(value: object) -> int:
     return 64
 
 
+def is_canonical_id(value: str | None) -> bool:
+    return value is not None and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 def estimated_bytes(span: StoredSpan) -> int:
-    """The documented per-span estimate, restated from its docstring (not imported): 112 a row, 12 an attribute
-    plus its value (a str of at most 256 characters 2, as it sits in the string table; a longer one 5 plus its UTF-8
-    length; bool/None 1, int 40, float 48, anything else as nested), and for a span with a status message, trace
-    state, events or links: 40, those lengths, 24 an event plus its name and attributes, 64 a link plus its
-    attributes."""
-    total = 112
+    """The documented per-span estimate, restated from its docstring (not imported): per attribute a str of at most
+    256 characters 6, a longer one 9 plus its UTF-8 length, an int 12 plus its msgpack size, a float 21, a bool 5,
+    anything else nested; extras (status message, trace state, events, links, dropped counts, an odd id) 40 plus the
+    message's UTF-8 length and the state's length, 24 an event plus its name and its attributes as a nested map, 64 a
+    link plus its attributes; over 512 so far adds 96; and 96 a row."""
+    total = 0
     for value in span.attributes.values_:
-        total += 12
         if isinstance(value, str):
-            total += 2 if len(value) <= 256 else 5 + utf8_length(value)
-        elif isinstance(value, bool) or value is None:
-            total += 1
+            total += 6 if len(value) <= 256 else 9 + utf8_length(value)
+        elif isinstance(value, bool):
+            total += 5
         elif isinstance(value, int):
-            total += 40
+            total += 12 + nested_bytes(value)
         elif isinstance(value, float):
-            total += 48
+            total += 21
         else:
             total += nested_bytes(value)
-    if span.status_message or span.trace_state or span.events or span.links:
-        total += 40 + len(span.status_message) + len(span.trace_state)
+    odd_ids = not is_canonical_id(span.span_id) or (
+        span.parent_span_id is not None and not is_canonical_id(span.parent_span_id)
+    )
+    extras = (
+        span.status_message,
+        span.trace_state,
+        span.events,
+        span.links,
+        span.dropped_attributes_count,
+        span.dropped_events_count,
+        span.dropped_links_count,
+    )
+    if any(extras) or odd_ids:
+        total += 40 + utf8_length(span.status_message) + len(span.trace_state)
         for event in span.events:
             total += 24 + len(event.name) + nested_bytes(event.attributes)
         for link in span.links:
             total += 64 + nested_bytes(link.attributes)
-    return total
+    if total > 512:
+        total += 96
+    return total + 96
 
 
 def shared_string_bytes(spans: list[StoredSpan]) -> int:
