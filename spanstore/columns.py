@@ -37,10 +37,10 @@ duration bucket, and *every* attribute value: strings by their string-table id, 
 floats share one numeric key space, so ``500 == 500.0``; bools have their own). Posting lists are cleaned lazily: an
 evicted seq stays until compaction drops it, and readers skip dead rows.
 
-Time: there is no per-span time index. Each chunk keeps the running maximum of start times up to its end (arrival
-order is nearly start order), so a newest-first walk over any posting list knows when no earlier row can outrank
-what it holds, and a window's ``since`` bounds the walk by bisecting those maxima; each chunk also keeps the minimum
-start of its rows and after, which bounds oldest-first walks and a window's ``until``.
+Time: there is no per-span time index. Each chunk keeps the running maximum of start times at the end of each block
+of 32 rows (arrival order is nearly start order), so a newest-first walk over any posting list knows when no
+earlier row can outrank what it holds, and a window's ``since`` bounds the walk by bisecting the chunks' maxima;
+each chunk also keeps the minimum start of its rows, which bounds oldest-first walks and a window's ``until``.
 
 Nothing here locks: :class:`~spanstore.store.SpanStore` calls it under its lock.
 """
@@ -79,6 +79,8 @@ SHIFT = 10
 #: Rows a chunk holds; a chunk is freed whole once all of its rows are evicted.
 CHUNK_ROWS = 1 << SHIFT
 _MASK = CHUNK_ROWS - 1
+_BLOCK_SHIFT = 5  # 32-row blocks: the granularity of the start-time ceilings of a newest-first walk
+_BLOCK_MASK = (1 << _BLOCK_SHIFT) - 1
 #: Attribute strings up to this many characters are interned per key (stored once, referenced by id, indexed
 #: exactly); longer ones are stored in the row and indexed by hash.
 MAX_REF_STRING = 256
@@ -314,11 +316,12 @@ class _Runs:
     are in arrival order, so eviction drops whole runs from the front.
     """
 
-    __slots__ = ("open_seqs", "open_values", "runs")
+    __slots__ = ("open_seqs", "open_values", "runs", "typecode")
 
-    def __init__(self) -> None:
+    def __init__(self, typecode: str = "d") -> None:
+        self.typecode = typecode  # "d": numbers as float64; "q": hashes of long strings
         self.runs: list[tuple[array, array]] = []  # (values sorted, seqs in that order)
-        self.open_values = array("d")
+        self.open_values = array(typecode)
         self.open_seqs = array(SEQ_TYPE)
 
     def add(self, value: float, seq: int) -> None:
@@ -328,8 +331,10 @@ class _Runs:
             values = self.open_values
             seqs = self.open_seqs
             order = sorted(range(len(values)), key=values.__getitem__)
-            self.runs.append((array("d", [values[i] for i in order]), array(SEQ_TYPE, [seqs[i] for i in order])))
-            self.open_values = array("d")
+            self.runs.append(
+                (array(self.typecode, [values[i] for i in order]), array(SEQ_TYPE, [seqs[i] for i in order]))
+            )
+            self.open_values = array(self.typecode)
             self.open_seqs = array(SEQ_TYPE)
 
     def drop_before(self, base: int) -> None:
@@ -340,7 +345,7 @@ class _Runs:
         if cut:
             del runs[:cut]
         if self.open_seqs and self.open_seqs[-1] < base:
-            self.open_values = array("d")
+            self.open_values = array(self.typecode)
             self.open_seqs = array(SEQ_TYPE)
 
     def __len__(self) -> int:
@@ -384,14 +389,15 @@ class _Runs:
 class _AttributeKey:
     """One attribute key: its string table (with a posting list per string) and its numeric/bool/long-string index."""
 
-    __slots__ = ("name", "numbers", "postings", "strings", "values")
+    __slots__ = ("hashes", "name", "numbers", "postings", "strings", "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.strings = _Table()  # interned strings of this key
         self.postings: list[Any] = []  # by string id: int | array | None
         self.numbers = _Runs()  # ints within 2**53 and floats (not NaN)
-        # _BoolKey, an int beyond 2**53, or ("#", hash) of a long string -> posting
+        self.hashes = _Runs("q")  # hashes of strings longer than MAX_REF_STRING (candidates, then checked)
+        # _BoolKey or an int beyond 2**53 -> posting
         self.values: dict[Any, Any] = {}
 
 
@@ -402,6 +408,7 @@ class _Chunk:
         "bits",
         "blob",
         "ends",
+        "block_max",
         "max_before",
         "max_start",
         "min_start",
@@ -428,6 +435,9 @@ class _Chunk:
         self.traces: list[str] = []
         self.alive = 0
         self.max_before = max_start  # the latest start among the rows of every earlier chunk
+        # block_max[b]: the latest start among the rows of blocks 0..b of 32 rows (and every earlier chunk): a
+        # ceiling for each row of block b, 0.25 bytes a row
+        self.block_max = array("Q")
         self.max_start = max_start  # the latest start among this chunk's rows and every earlier row
         self.min_start = _UINT_MAX  # the earliest start among this chunk's rows (see SpanColumns._min_after)
 
@@ -534,6 +544,11 @@ class SpanColumns:
         chunk.ends.append(end)
         if start > chunk.max_start:
             chunk.max_start = start
+        if slot & _BLOCK_MASK:
+            if start > chunk.block_max[-1]:
+                chunk.block_max[-1] = start
+        else:
+            chunk.block_max.append(chunk.max_start)
         if start < chunk.min_start:
             chunk.min_start = start
         extras: list[Any] | None = None
@@ -649,9 +664,9 @@ class SpanColumns:
                         mask |= bit
                         size += 6
                     else:
-                        _post(attribute.values, ("#", hash(value)), seq)
+                        attribute.hashes.add(hash(value), seq)
                         payload.append(value)
-                        size += 9 + (len(value) if value.isascii() else _utf8_length(value))
+                        size += 16 + (len(value) if value.isascii() else _utf8_length(value))
                 elif kind is int:
                     if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
                         attribute.numbers.add(value, seq)
@@ -786,9 +801,9 @@ class SpanColumns:
             for ident, posting in enumerate(postings):
                 if posting is not None:
                     postings[ident] = moved(posting)
-            runs = attribute.numbers
-            runs.runs = [_shifted(values, seqs, shift) for values, seqs in runs.runs]
-            runs.open_values, runs.open_seqs = _shifted(runs.open_values, runs.open_seqs, shift)
+            for runs in (attribute.numbers, attribute.hashes):
+                runs.runs = [_shifted(values, seqs, shift) for values, seqs in runs.runs]
+                runs.open_values, runs.open_seqs = _shifted(runs.open_values, runs.open_seqs, shift)
         self.first_chunk = 0
         self.next_seq -= shift
         return shift
@@ -831,11 +846,12 @@ class SpanColumns:
             attribute = self.keys[name]
             _clean_index(attribute.values, clean)
             attribute.numbers.drop_before(base)
+            attribute.hashes.drop_before(base)
             postings = attribute.postings
             for ident, posting in enumerate(postings):
                 if posting is not None:
                     postings[ident] = clean(posting)
-            if not attribute.values and not attribute.strings.ids and not len(attribute.numbers):
+            if not (attribute.values or attribute.strings.ids or len(attribute.numbers) or len(attribute.hashes)):
                 # No live shape refers to it: a shape that references this key's strings holds one of them.
                 del self.keys[name]
 
@@ -978,7 +994,9 @@ class SpanColumns:
         current = -1
         bits = b""
         starts: Any = ()
+        block_max: Any = ()
         ceilings: list[int] = []
+        block = -1
         for seq in seqs:
             if seq < base:
                 break
@@ -990,11 +1008,21 @@ class SpanColumns:
                     break
                 bits = chunk.bits
                 starts = chunk.starts
-                # The running maximum of start times row by row: the ceiling of each row (computed per walk,
-                # ~40 µs a chunk, instead of 8 bytes a row kept forever).
-                ceilings = list(accumulate(starts, max, initial=chunk.max_before))
+                block_max = chunk.block_max
+                block = -1
             slot = seq & _MASK
-            ceiling = ceilings[slot + 1]
+            if slot >> _BLOCK_SHIFT != block:
+                # Row by row within the block: the running maximum from the previous block's ceiling (32 rows).
+                block = slot >> _BLOCK_SHIFT
+                low = block << _BLOCK_SHIFT
+                ceilings = list(
+                    accumulate(
+                        starts[low : low + _BLOCK_MASK + 1],
+                        max,
+                        initial=block_max[block - 1] if block else chunk.max_before,
+                    )
+                )
+            ceiling = ceilings[(slot & _BLOCK_MASK) + 1]
             while held and -held[0][0] >= ceiling:
                 start, negative = pop(held)
                 yield -start, -negative
@@ -1068,8 +1096,8 @@ class SpanColumns:
             if len(value) <= MAX_REF_STRING:
                 ident = attribute.strings.ids.get(value)
                 return ([attribute.postings[ident]] if ident is not None else []), True
-            posting = attribute.values.get(("#", hash(value)))
-            return ([posting] if posting is not None else []), False
+            value_hash = hash(value)
+            return attribute.hashes.postings(value_hash, value_hash), False
         if kind is bool:
             if attribute is None:
                 return [], True
@@ -1121,7 +1149,7 @@ class SpanColumns:
 def _shifted(values: array, seqs: array, shift: int) -> tuple[array, array]:
     """A run without its entries before ``shift``, the others renumbered from there."""
     keep = [i for i, seq in enumerate(seqs) if seq >= shift]
-    return array("d", [values[i] for i in keep]), array(SEQ_TYPE, [seqs[i] - shift for i in keep])
+    return array(values.typecode, [values[i] for i in keep]), array(SEQ_TYPE, [seqs[i] - shift for i in keep])
 
 
 def keys_mask(shapes: _Table, shape_id: int) -> tuple[tuple[str, ...], int]:
@@ -1145,25 +1173,27 @@ def _clean_index(index: dict[Any, Any], clean: Callable[[Any], Any]) -> None:
         del index[key]
 
 
-#: Bytes of a row beside its attributes (columns, name/service/duration postings, its share of the trace index).
-ROW_BYTES = 96
+#: Bytes of a row beside its attributes (columns, name/service/duration postings, its trace's seq list entry).
+ROW_BYTES = 72
+#: Bytes a trace costs beside its rows (its id string, its dict slot, its seq list and deque slot; see the store).
+TRACE_BYTES = 240
 _BIG_ROW_OVERHEAD = 96  # a bytes object and its dict slot, for a row kept out of line
 
 
 def row_bytes(span: StoredSpan) -> int:
     """What a span's row costs in memory, index entries included (interned strings aside: see the store).
 
-    ``ROW_BYTES`` (96); per attribute: a str of at most 256 characters 6 (table id and posting entry), a longer str
-    9 plus its UTF-8 length, an int 12 plus its msgpack size (a sorted-run entry), a float 21, a bool 5, anything else
-    its nested size (:func:`_nested_bytes`); a span with a status message, trace state, events, links, dropped
-    counts or an id that is not 16 lowercase hex characters adds :func:`_extras_bytes`; a row over 512 bytes by this
-    count adds 96 (it is kept out of line).
+    ``ROW_BYTES`` (72); per attribute: a str of at most 256 characters 6 (table id and posting entry), a longer str
+    16 plus its UTF-8 length (and a hash-run entry), an int 12 plus its msgpack size (a sorted-run entry), a float
+    21, a bool 5, anything else its nested size (:func:`_nested_bytes`); a span with a status message, trace state,
+    events, links, dropped counts or an id that is not 16 lowercase hex characters adds :func:`_extras_bytes`; a row
+    over 512 bytes by this count adds 96 (it is kept out of line).
     """
     size = 0
     for value in span.attributes.values_:
         kind = type(value)
         if kind is str:
-            size += 6 if len(value) <= MAX_REF_STRING else 9 + _utf8_length(value)
+            size += 6 if len(value) <= MAX_REF_STRING else 16 + _utf8_length(value)
         elif kind is int:
             size += 12 + _int_bytes(value)
         elif kind is float:
@@ -1242,8 +1272,9 @@ def _nested_bytes(value: object) -> int:
 
 
 #: What one interned attribute string costs beyond its characters: the str object, its dict slot, its table and
-#: posting slots and reference count, and its posting (an int, or an array header once repeated).
-SHARED_STRING_BYTES = 160
+#: posting slots and reference count, and its posting (an int, or an array once repeated). Measured: ~240 on the
+#: high-cardinality family (``user.id`` of 100,000 values).
+SHARED_STRING_BYTES = 240
 
 
 class RowView:

@@ -682,7 +682,8 @@ def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None
         if limit is not None and (best is None or best.size > 4 * limit + 1024):
             yield from _longest_by_buckets(store, check, limit)
         else:
-            yield from _sort_seqs(store, _collect(store, best, since, until, check), order)
+            narrowed = _seq_check(store, since, until, _narrowed(query, now, [best])) if best is not None else check
+            yield from _sort_seqs(store, _collect(store, best, since, until, check, narrowed), order)
         return
 
     # Estimated steps of each plan; criteria are assumed independent.
@@ -718,7 +719,8 @@ def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None
         yield from _sort_seqs(store, [q for q in sorted(_intersect(sources, floor)) if alive(q) and check(q)], order)
     else:
         check = _seq_check(store, since, until, query.predicate(now, known=frozenset({"window"})))
-        yield from _sort_seqs(store, _collect(store, best, since, until, check), order)
+        narrowed = _seq_check(store, since, until, _narrowed(query, now, [best])) if best is not None else check
+        yield from _sort_seqs(store, _collect(store, best, since, until, check, narrowed), order)
 
 
 def _narrowed(query: SpanQuery, now: int, sources: list[_Candidates]) -> Callable[[Any], bool]:
@@ -754,15 +756,23 @@ def _intersect(sources: list[_Candidates], floor: int) -> set[int]:
 
 
 def _collect(
-    store: SpanStore, best: _Candidates | None, since: int | None, until: int | None, check: Callable[[int], bool]
+    store: SpanStore,
+    best: _Candidates | None,
+    since: int | None,
+    until: int | None,
+    check: Callable[[int], bool],
+    narrowed: Callable[[int], bool] | None = None,
 ) -> list[int]:
-    """Every matching seq, from the smaller of the best candidate list and the time window, in arrival order."""
+    """Every matching seq, from the smaller of the best candidate list and the time window, in arrival order.
+
+    ``narrowed``: the check for candidates of ``best`` (without the criterion it answers exactly)."""
     columns = store._columns
     if best is None or _time_window_size(store, since, until) < best.size:
         low, high = _window_seqs(store, since, until)
         return [seq for seq in columns.live_seqs(low, high) if check(seq)]
     alive = columns.alive
-    return [seq for seq in best.ascending() if alive(seq) and check(seq)]
+    narrowed = narrowed or check
+    return [seq for seq in best.ascending() if alive(seq) and narrowed(seq)]
 
 
 def _longest_by_buckets(store: SpanStore, check: Callable[[int], bool], limit: int) -> list[int]:

@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from spanstore import forksafe
-from spanstore.columns import MAX_REF_STRING, SEQ_TYPE, SHARED_STRING_BYTES, SpanColumns, duration_bucket, row_bytes
+from spanstore.columns import (
+    MAX_REF_STRING,
+    SEQ_TYPE,
+    SHARED_STRING_BYTES,
+    TRACE_BYTES,
+    SpanColumns,
+    duration_bucket,
+    row_bytes,
+)
 from spanstore.columns import bool_key as bool_key  # re-exported: callers imported it from here
 from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
 from spanstore.model import AttributeMap, StatusCode, StoredSpan, from_readable_span
@@ -110,16 +118,17 @@ def _estimate_bytes(span: StoredSpan) -> int:
     """The bytes one span's row takes in the packed layout, its index entries included (shared strings aside).
 
     The store's estimate (:meth:`SpanStore.stats` ``memory_estimate_bytes``, what ``max_bytes`` bounds) is the sum
-    of this over the spans held, plus 160 bytes and the length of every *distinct* attribute string of at most 256
-    characters held (per key): such strings sit once in the string table, however many spans use them. Calibrated
-    against measured RSS on every workload family (``python -m benchmarks --only families``).
+    of this over the spans held, plus 240 bytes a trace held, plus 240 bytes and the length of every *distinct*
+    attribute string of at most 256 characters held (per key): such strings sit once in the string table, however
+    many spans use them. Calibrated against measured RSS on every workload family (``python -m benchmarks --only
+    families``).
 
-    The formula (:func:`spanstore.columns.row_bytes`): 96 a row; per attribute: a str of at most 256 characters 6,
-    a longer str 9 plus its UTF-8 length, an int 12 plus its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3
+    The formula (:func:`spanstore.columns.row_bytes`): 72 a row; per attribute: a str of at most 256 characters 6,
+    a longer str 16 plus its UTF-8 length, an int 12 plus its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3
     within int16/uint16, 5 within int32/uint32, else 9), a float 21, a bool 5, anything else nested; a span with a
     status message, trace state, events, links, dropped counts or an id that is not 16 lowercase hex characters
     adds 40, its status message's UTF-8 length and trace state's length, per event 24 plus its name's length plus
-    its attributes as a nested map, per link 64 plus its attributes; a row over 512 bytes by this count adds 96.
+    its attributes as a nested map, per link 64 plus its attributes; over 512 bytes so far adds 96 (kept out of line).
     Nested (inside arrays, maps, events, links): str 2 plus its UTF-8 length, bool/None 1, int its msgpack size,
     float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per entry 2 plus its key's UTF-8
     length plus its value.
@@ -256,7 +265,7 @@ class SpanStore:
     @property
     def _bytes(self) -> int:
         """The memory estimate: every held row's estimate plus the distinct strings of the string table."""
-        return self._row_bytes + self._columns.shared_bytes
+        return self._row_bytes + self._columns.shared_bytes + TRACE_BYTES * len(self._traces)
 
     def _open_log(self, path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue) -> None:
         from spanstore.log import SpanLog
@@ -435,7 +444,10 @@ class SpanStore:
         self._added += 1
         if self._observers:
             self._notify_locked(trace_id, False)
-        if self._span_count > self.max_spans or self._row_bytes + columns.shared_bytes > self.max_bytes:
+        if (
+            self._span_count > self.max_spans
+            or self._row_bytes + columns.shared_bytes + TRACE_BYTES * len(self._traces) > self.max_bytes
+        ):
             self._evict_locked()
         return True
 

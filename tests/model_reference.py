@@ -115,14 +115,14 @@ def is_canonical_id(value: str | None) -> bool:
 
 def estimated_bytes(span: StoredSpan) -> int:
     """The documented per-span estimate, restated from its docstring (not imported): per attribute a str of at most
-    256 characters 6, a longer one 9 plus its UTF-8 length, an int 12 plus its msgpack size, a float 21, a bool 5,
+    256 characters 6, a longer one 16 plus its UTF-8 length, an int 12 plus its msgpack size, a float 21, a bool 5,
     anything else nested; extras (status message, trace state, events, links, dropped counts, an odd id) 40 plus the
     message's UTF-8 length and the state's length, 24 an event plus its name and its attributes as a nested map, 64 a
-    link plus its attributes; over 512 so far adds 96; and 96 a row."""
+    link plus its attributes; over 512 so far adds 96; and 72 a row."""
     total = 0
     for value in span.attributes.values_:
         if isinstance(value, str):
-            total += 6 if len(value) <= 256 else 9 + utf8_length(value)
+            total += 6 if len(value) <= 256 else 16 + utf8_length(value)
         elif isinstance(value, bool):
             total += 5
         elif isinstance(value, int):
@@ -151,11 +151,11 @@ def estimated_bytes(span: StoredSpan) -> int:
             total += 64 + nested_bytes(link.attributes)
     if total > 512:
         total += 96
-    return total + 96
+    return total + 72
 
 
 def shared_string_bytes(spans: list[StoredSpan]) -> int:
-    """Attribute strings of at most 256 characters are stored once per key: 160 bytes plus the length for each
+    """Attribute strings of at most 256 characters are stored once per key: 240 bytes plus the length for each
     distinct (key, string) that a held span has."""
     distinct = {
         (key, value)
@@ -163,7 +163,7 @@ def shared_string_bytes(spans: list[StoredSpan]) -> int:
         for key, value in zip(span.attributes.keys_, span.attributes.values_, strict=True)
         if isinstance(value, str) and len(value) <= 256
     }
-    return sum(160 + len(value) for _, value in distinct)
+    return sum(240 + len(value) for _, value in distinct)
 
 
 def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
@@ -239,7 +239,8 @@ class ReferenceStore:
 
     @property
     def bytes(self) -> int:
-        return sum(map(estimated_bytes, self.spans)) + shared_string_bytes(self.spans)
+        # 240 bytes a trace held, besides its spans
+        return sum(map(estimated_bytes, self.spans)) + shared_string_bytes(self.spans) + 240 * len(self.trace_order)
 
     def query(self, criteria: dict, now: int) -> list[StoredSpan]:
         found = ordered([s for s in self.spans if span_matches(s, criteria, now)], criteria.get("order", "newest"))
