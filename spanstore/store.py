@@ -64,11 +64,13 @@ __all__ = [
     "StoreStats",
 ]
 
-#: Default span budget. Measured by ``python -m benchmarks``: a process holding this many workload spans stays under
-#: 256 MB RSS (see the README's Performance section).
-DEFAULT_MAX_SPANS = 300_000
-#: Default budget for the store's own estimate of the memory its spans take (see :meth:`SpanStore.stats`).
-DEFAULT_MAX_BYTES = 220 << 20
+#: Default span budget. Measured by ``python -m benchmarks --only memory``: a fresh process holding this many spans of
+#: the benchmark workload stays under 256 MB RSS (~216 MB; see the README's Performance section).
+DEFAULT_MAX_SPANS = 1_000_000
+#: Default budget for the store's estimate of the memory its spans take (see :meth:`SpanStore.stats`). With the
+#: imports (~23 MB) and the estimate's error on the workload families (within a few percent, see
+#: ``python -m benchmarks --only families``), a full store of any shape stays under 256 MB RSS.
+DEFAULT_MAX_BYTES = 192 << 20
 #: Spans of one trace beyond this are dropped, so one runaway trace cannot take the whole store.
 DEFAULT_MAX_SPANS_PER_TRACE = 10_000
 
