@@ -460,6 +460,9 @@ def _seal(chunk: _Chunk) -> None:
     chunk.traces = list(chunk.traces)
 
 
+_log2 = math.log2
+
+
 def _hex_int(value: str | None) -> int | None:
     """The int of a canonical 16-char lowercase hex id, else None (the row then keeps the string)."""
     if value is not None and len(value) == 16:
@@ -579,7 +582,14 @@ class SpanColumns:
             | (_HAS_EXTRA if extras is not None else 0)
         )
         name = span.name
-        _post(self.by_name, name, seq)
+        index = self.by_name
+        posting = index.get(name)
+        if posting is None:
+            index[name] = seq
+        elif type(posting) is int:
+            index[name] = array(SEQ_TYPE, (posting, seq))
+        else:
+            posting.append(seq)
         resource = span.resource
         cached = self._resource_cache.get(id(resource))
         if cached is not None and cached[0] is resource and self.resources.values[cached[1]] is cached[3]:
@@ -611,11 +621,26 @@ class SpanColumns:
                 self._scope_cache.clear()
             self._scope_cache[id(scope)] = (scope, sid, self.scopes.values[sid])
         chunk.traces.append(trace_id)
-        _post(self.by_service, service, seq)
+        index = self.by_service
+        posting = index.get(service)
+        if posting is None:
+            index[service] = seq
+        elif type(posting) is int:
+            index[service] = array(SEQ_TYPE, (posting, seq))
+        else:
+            posting.append(seq)
         if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
             _post(self.by_status, status, seq)
         duration = end - start
-        _post(self.by_duration, int(math.log2(duration) * 4) if duration > 1 else 0, seq)
+        bucket = int(_log2(duration) * 4) if duration > 1 else 0
+        index = self.by_duration
+        posting = index.get(bucket)
+        if posting is None:
+            index[bucket] = seq
+        elif type(posting) is int:
+            index[bucket] = array(SEQ_TYPE, (posting, seq))
+        else:
+            posting.append(seq)
         for error_type in error_types:
             _post(self.by_error_type, error_type, seq)
 

@@ -753,16 +753,22 @@ _UINT64_MAX = 2**64 - 1
 
 def _check_span(span: object) -> None:
     """Refuse what the indices cannot hold, before anything changes."""
-    if not isinstance(span, StoredSpan):
+    if type(span) is not StoredSpan and not isinstance(span, StoredSpan):
         raise TypeError(f"SpanStore.add expects a StoredSpan, got {type(span).__name__}")
-    if not isinstance(span.attributes, AttributeMap):  # msgspec does not validate a Struct built in Python
+    attributes = span.attributes
+    if type(attributes) is not AttributeMap and not isinstance(attributes, AttributeMap):
+        # msgspec does not validate a Struct built in Python
         raise TypeError(
             f"StoredSpan.attributes must be an AttributeMap (AttributeMap.of(mapping)), got "
-            f"{type(span.attributes).__name__} in span {span.span_id} of trace {span.trace_id}"
+            f"{type(attributes).__name__} in span {span.span_id} of trace {span.trace_id}"
         )
-    for value in span.attributes.values_:
+    for value in attributes.values_:
         if type(value) not in _SCALARS:
             _check_value(value, span)
+    start = span.start_time_unix_nano
+    end = span.end_time_unix_nano
+    if type(start) is int and type(end) is int and 0 <= start <= _UINT64_MAX and 0 <= end <= _UINT64_MAX:
+        return
     for name in ("start_time_unix_nano", "end_time_unix_nano"):
         value = getattr(span, name)
         if type(value) is not int or not 0 <= value <= _UINT64_MAX:
