@@ -1108,8 +1108,9 @@ class SpanColumns:
         return low, high
 
     # --- attribute index ------------------------------------------------------------------------------------------
-    def attribute_postings(self, key: str, value: Any) -> tuple[list[Any], bool] | None:
-        """Posting lists of the rows whose attribute ``key`` may equal ``value`` (typed), and whether exactly.
+    def attribute_postings(self, key: str, value: Any) -> tuple[list[Any], bool, bool] | None:
+        """Posting lists of the rows whose attribute ``key`` may equal ``value`` (typed), whether exactly, and
+        whether each list's seqs all come before the next list's.
 
         None when the index cannot answer (a value type that is not indexed).
         """
@@ -1117,36 +1118,39 @@ class SpanColumns:
         kind = type(value)
         if kind is str:
             if attribute is None:
-                return [], True
+                return [], True, True
             if len(value) <= MAX_REF_STRING:
                 ident = attribute.strings.ids.get(value)
-                return ([attribute.postings[ident]] if ident is not None else []), True
+                return ([attribute.postings[ident]] if ident is not None else []), True, True
             value_hash = hash(value)
-            return attribute.hashes.postings(value_hash, value_hash), False
+            return attribute.hashes.postings(value_hash, value_hash), False, True
         if kind is bool:
             if attribute is None:
-                return [], True
+                return [], True, True
             posting = attribute.values.get(_BoolKey.TRUE if value else _BoolKey.FALSE)
-            return ([posting] if posting is not None else []), True
+            return ([posting] if posting is not None else []), True, True
         if kind is int or kind is float:
             if attribute is None or value != value:
-                return [], True
+                return [], True, True
             found = []
             if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT or kind is float:
                 found = attribute.numbers.postings(value, value)
             exact = kind is float or float(value) == value
+            in_order = True
             if kind is int or value.is_integer():
                 big = attribute.values.get(int(value))
                 if big is not None:
                     found.append(big)
-            return found, exact
+                    in_order = False
+            return found, exact, in_order
         return None
 
-    def attribute_range(self, key: str, op: str, bound: float) -> tuple[list[Any], bool]:
-        """Posting lists of the numeric values ``v`` of ``key`` with ``v op bound``, and whether exactly."""
+    def attribute_range(self, key: str, op: str, bound: float) -> tuple[list[Any], bool, bool]:
+        """Posting lists of the numeric values ``v`` of ``key`` with ``v op bound``, whether exactly, and whether
+        each list's seqs all come before the next list's."""
         attribute = self.keys.get(key)
         if attribute is None or bound != bound:
-            return [], True
+            return [], True, True
         inf = math.inf
         runs = attribute.numbers
         if op == "<":
@@ -1157,18 +1161,22 @@ class SpanColumns:
             found = runs.postings(bound, inf, low_open=True)
         else:
             found = runs.postings(bound, inf)
+        in_order = True
         for value, posting in attribute.values.items():  # ints beyond 2**53
-            if type(value) is int and (
-                value < bound
-                if op == "<"
-                else value <= bound
-                if op == "<="
-                else value > bound
-                if op == ">"
-                else value >= bound
-            ):
+            if type(value) is int and _compare(op, value, bound):
                 found.append(posting)
-        return found, type(bound) is float or -_EXACT_FLOAT_INT <= bound <= _EXACT_FLOAT_INT
+                in_order = False
+        return found, type(bound) is float or -_EXACT_FLOAT_INT <= bound <= _EXACT_FLOAT_INT, in_order
+
+
+def _compare(op: str, value: Any, bound: Any) -> bool:
+    if op == "<":
+        return value < bound
+    if op == "<=":
+        return value <= bound
+    if op == ">":
+        return value > bound
+    return value >= bound
 
 
 def _shifted(values: array, seqs: array, shift: int) -> tuple[array, array]:
@@ -1359,6 +1367,10 @@ class RowView:
         if bits & _HAS_EXTRA:
             return self.full().parent_span_id
         return _hex(self._chunk.parents[self._slot]) if bits & _HAS_PARENT else None
+
+    @property
+    def service_name(self) -> str:
+        return self.resource.service_name
 
     @property
     def attributes(self) -> AttributeMap:

@@ -33,6 +33,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from spanstore.columns import _MASK as _ROW_MASK
@@ -518,11 +519,16 @@ def _sort_seqs(store: SpanStore, seqs: list[int], order: str) -> list[int]:
 
 
 class _Candidates:
-    """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size."""
+    """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size.
 
-    __slots__ = ("criterion", "postings", "size")
+    ``in_order``: each list's seqs all come before the next list's (sorted runs of the numeric index), so a walk
+    chains them instead of merging them, and reads a list only when it gets there.
+    """
 
-    def __init__(self, postings: list[Any], criterion: object = None) -> None:
+    __slots__ = ("criterion", "in_order", "postings", "size")
+
+    def __init__(self, postings: list[Any], criterion: object = None, in_order: bool = False) -> None:
+        self.in_order = in_order
         unique: dict[object, Any] = {}
         for posting in postings:  # `in (1, 1.0)` names one list twice
             unique[("seq", posting) if type(posting) is int else id(posting)] = posting
@@ -534,11 +540,15 @@ class _Candidates:
     def ascending(self) -> Iterable[int]:
         if len(self.postings) == 1:
             return self.postings[0]
+        if self.in_order:
+            return chain.from_iterable(self.postings)
         return heapq.merge(*self.postings)
 
     def descending(self) -> Iterable[int]:
         if len(self.postings) == 1:
             return reversed(self.postings[0])
+        if self.in_order:
+            return chain.from_iterable(map(reversed, reversed(self.postings)))
         return heapq.merge(*map(reversed, self.postings), reverse=True)
 
 
@@ -555,6 +565,7 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
     if f.op in ("==", "in"):
         postings: list[Any] = []
         exact = True
+        in_order = f.op == "==" or len(f.value) == 1
         numbers: set[object] = set()
         for value in f.value if f.op == "in" else (f.value,):
             if type(value) is int or type(value) is float:
@@ -566,12 +577,13 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
                 return None
             postings.extend(found[0])
             exact = exact and found[1]
-        return _Candidates(postings, f if exact else None)
+            in_order = in_order and found[2]
+        return _Candidates(postings, f if exact else None, in_order)
     # A numeric range over int and float values (a string range is filtered instead).
     if not _is_number(f.value):
         return None
-    postings, exact = columns.attribute_range(f.key, f.op, f.value)
-    return _Candidates(postings, f if exact else None)
+    postings, exact, in_order = columns.attribute_range(f.key, f.op, f.value)
+    return _Candidates(postings, f if exact else None, in_order)
 
 
 def _seq_check(
@@ -919,7 +931,8 @@ class TraceSummary:
     services: tuple[str, ...]
 
 
-def _summarize(trace_id: str, spans: list[StoredSpan]) -> TraceSummary:
+def _summarize(trace_id: str, spans: list[Any]) -> TraceSummary:
+    """A trace's summary from its spans (or lazy row views: only columns are read)."""
     ordered = _sort(list(spans), "oldest")
     roots = [s for s in ordered if s.parent_span_id is None]
     head = roots[0] if roots else ordered[0]
@@ -969,6 +982,6 @@ def find_traces(
                     seen[trace_id] = None
                     if len(seen) >= limit:
                         break
-        return [(trace_id, s._trace_spans(trace_id)) for trace_id in seen]
+        return [_summarize(trace_id, s._trace_views(trace_id)) for trace_id in seen]
 
-    return [_summarize(trace_id, spans) for trace_id, spans in store._read(collect)]
+    return store._read(collect)

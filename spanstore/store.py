@@ -550,6 +550,14 @@ class SpanStore:
         span = self._columns.span
         return [span(seq) for seq in seqs]
 
+    def _trace_views(self, trace_id: str) -> list[Any]:
+        """Lazy views of one trace's rows (columns read on demand), in arrival order."""
+        seqs = self._traces.get(trace_id)
+        if seqs is None:
+            return []
+        view = self._columns.view
+        return [view(seq) for seq in seqs]
+
     def spans(self) -> list[StoredSpan]:
         """Every span held, oldest start time first (a fresh list). O(n)."""
 
@@ -735,7 +743,7 @@ class SpanStore:
                     found = columns.attribute_postings(key, value)
                     if found is None or (type(value) is float and value != value):
                         continue
-                    postings, _exact = found
+                    postings = found[0]
                     assert any(seq in seqs_of(p) for p in postings), (key, value, seq)
             for key, attribute in columns.keys.items():
                 for value, ident in attribute.strings.ids.items():
