@@ -457,7 +457,9 @@ def _seal(chunk: _Chunk) -> None:
         column = getattr(chunk, name)
         setattr(chunk, name, array(column.typecode, column))
     chunk.blob = bytes(chunk.blob)
-    chunk.traces = list(chunk.traces)
+    # A tuple of strings leaves the cyclic GC's tracking (a list of a million trace ids would be walked by every
+    # full collection).
+    chunk.traces = tuple(chunk.traces)  # type: ignore[assignment]
 
 
 _log2 = math.log2
@@ -937,6 +939,37 @@ class SpanColumns:
     def view(self, seq: int) -> RowView:
         """A lazy read-only view of row ``seq`` with the fields a query predicate reads."""
         return RowView(self, seq)
+
+    def summary_rows(self, seqs: Iterable[int]) -> list[tuple[int, int, int, bool, str, str, bool]]:
+        """``(start, seq, end, is_root, name, service, is_error)`` of rows, read from the columns alone."""
+        chunks = self.chunks
+        first = self.first_chunk
+        contexts = self.contexts.values
+        names = self.names.values
+        resources = self.resources.values
+        services: dict[int, str] = {}
+        rows = []
+        for seq in seqs:
+            chunk = chunks[(seq >> SHIFT) - first]
+            slot = seq & _MASK
+            bits = chunk.bits[slot]
+            name_id, rid, _, _ = contexts[chunk.contexts[slot]]
+            service = services.get(rid)
+            if service is None:
+                service = services[rid] = resources[rid].service_name
+            is_root = not bits & _HAS_PARENT  # set whenever the span has a parent, odd ids included
+            rows.append(
+                (
+                    chunk.starts[slot],
+                    seq,
+                    chunk.ends[slot],
+                    is_root,
+                    names[name_id],
+                    service,
+                    (bits >> _STATUS_SHIFT) & 3 == 2,
+                )
+            )
+        return rows
 
     def trace_id_of(self, seq: int) -> str:
         return self.chunks[(seq >> SHIFT) - self.first_chunk].traces[seq & _MASK]

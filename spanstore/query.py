@@ -931,8 +931,26 @@ class TraceSummary:
     services: tuple[str, ...]
 
 
-def _summarize(trace_id: str, spans: list[Any]) -> TraceSummary:
-    """A trace's summary from its spans (or lazy row views: only columns are read)."""
+def _summarize_rows(trace_id: str, rows: list[tuple[int, int, int, bool, str, str, bool]]) -> TraceSummary:
+    """A trace's summary from :meth:`~spanstore.columns.SpanColumns.summary_rows` (the same as :func:`_summarize`)."""
+    rows.sort()  # start, then arrival
+    roots = [row for row in rows if row[3]]
+    head = roots[0] if roots else rows[0]
+    start = rows[0][0]
+    return TraceSummary(
+        trace_id=trace_id,
+        root_name=head[4],
+        root_service=head[5],
+        has_root=bool(roots),
+        start_time_unix_nano=start,
+        duration_ns=max(row[2] for row in rows) - start,
+        span_count=len(rows),
+        error_count=sum(row[6] for row in rows),
+        services=tuple(sorted({row[5] for row in rows})),
+    )
+
+
+def _summarize(trace_id: str, spans: list[StoredSpan]) -> TraceSummary:
     ordered = _sort(list(spans), "oldest")
     roots = [s for s in ordered if s.parent_span_id is None]
     head = roots[0] if roots else ordered[0]
@@ -982,6 +1000,7 @@ def find_traces(
                     seen[trace_id] = None
                     if len(seen) >= limit:
                         break
-        return [_summarize(trace_id, s._trace_views(trace_id)) for trace_id in seen]
+        summary_rows = s._columns.summary_rows
+        return [_summarize_rows(trace_id, summary_rows(s._traces[trace_id])) for trace_id in seen]
 
     return store._read(collect)

@@ -550,14 +550,6 @@ class SpanStore:
         span = self._columns.span
         return [span(seq) for seq in seqs]
 
-    def _trace_views(self, trace_id: str) -> list[Any]:
-        """Lazy views of one trace's rows (columns read on demand), in arrival order."""
-        seqs = self._traces.get(trace_id)
-        if seqs is None:
-            return []
-        view = self._columns.view
-        return [view(seq) for seq in seqs]
-
     def spans(self) -> list[StoredSpan]:
         """Every span held, oldest start time first (a fresh list). O(n)."""
 
