@@ -860,11 +860,13 @@ class SpanColumns:
             cut = bisect_left(posting, base)
             if cut:
                 del posting[:cut]
-            kept = [seq for seq in posting if alive(seq)]
+            # Filtered into an array directly: a list of a million int objects would scatter the small-object
+            # allocator's arenas for good.
+            kept = array(SEQ_TYPE, filter(alive, posting))
             if len(kept) == len(posting):
                 return posting if len(kept) > 1 else (kept[0] if kept else None)
             if len(kept) > 1:
-                return array(SEQ_TYPE, kept)
+                return kept
             return kept[0] if kept else None
 
         for index in (self.by_name, self.by_service, self.by_status, self.by_error_type, self.by_duration):

@@ -485,9 +485,15 @@ class SpanStore:
             self._compact_locked()
 
     def _compact_locked(self) -> None:
-        """Drop dead seqs from every posting list (cut the front, filter holes), and empty lists."""
+        """Drop dead seqs from every posting list (cut the front, filter holes), and empty lists.
+
+        Then hand the freed memory back to the operating system: rows evicted since the last compaction (a quarter
+        of the store) leave holes in the C heap that glibc keeps otherwise, and RSS would creep ~30% above what the
+        store holds (measured on the workload families fed to 10x capacity).
+        """
         self._columns.compact()
         self._dead_since_compaction = 0
+        trim_free_memory()
 
     # --- observers: the one hook for indices derived from whole traces (spanstore.analysis) -------------------------
     def observe_traces(self, observer: Callable[[str, bool], None]) -> None:
@@ -799,6 +805,24 @@ def _check_value(value: object, span: StoredSpan) -> None:
         f"{type(value).__name__} {value!r}",
         where=f"span {span.span_id} of trace {span.trace_id}",
     )
+
+
+_malloc_trim: Any = None
+
+
+def trim_free_memory() -> None:
+    """``malloc_trim(0)``: return the C heap's free pages to the operating system (glibc only; else a no-op)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def release_free_memory() -> None:
