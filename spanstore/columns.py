@@ -689,11 +689,11 @@ class SpanColumns:
                                 posting.append(seq)
                         payload.append(ident)
                         mask |= bit
-                        size += 6
+                        size += 9
                     else:
                         attribute.hashes.add(hash(value), seq)
                         payload.append(value)
-                        size += 16 + (len(value) if value.isascii() else _utf8_length(value))
+                        size += 24 + (len(value) if value.isascii() else _utf8_length(value))
                 elif kind is int:
                     if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
                         attribute.numbers.add(value, seq)
@@ -701,16 +701,16 @@ class SpanColumns:
                     else:
                         _post(attribute.values, value, seq)
                         payload.append(value if _INT_MIN <= value <= _UINT_MAX else _pack_value(value))
-                    size += 12 + (1 if -32 <= value < 128 else _int_bytes(value))
+                    size += 15 + (1 if -32 <= value < 128 else _int_bytes(value))
                 elif kind is float:
                     if value == value:  # NaN equals nothing: not indexed
                         attribute.numbers.add(value, seq)
                     payload.append(value)
-                    size += 21
+                    size += 24
                 elif kind is bool:
                     _post(attribute.values, _BoolKey.TRUE if value else _BoolKey.FALSE, seq)
                     payload.append(value)
-                    size += 5
+                    size += 7
                 else:
                     payload.append(_pack_value(value))
                     size += _nested_bytes(value)
@@ -718,7 +718,7 @@ class SpanColumns:
         if extras is not None:
             size += _extras_bytes(span)
         if size > BIG_ROW_BYTES:
-            size += _BIG_ROW_OVERHEAD
+            size += _BIG_ROW_OVERHEAD + (size >> 5)
         size += ROW_BYTES
         shape_key = (keys, mask)
         shapes = self.shapes
@@ -1242,7 +1242,7 @@ def _clean_index(index: dict[Any, Any], clean: Callable[[Any], Any]) -> None:
 
 
 #: Bytes of a row beside its attributes (columns, name/service/duration postings, its trace's seq list entry).
-ROW_BYTES = 72
+ROW_BYTES = 84
 #: Bytes a trace costs beside its rows (its id string, its dict slot, its seq list and deque slot; see the store).
 TRACE_BYTES = 240
 _BIG_ROW_OVERHEAD = 96  # a bytes object and its dict slot, for a row kept out of line
@@ -1251,23 +1251,27 @@ _BIG_ROW_OVERHEAD = 96  # a bytes object and its dict slot, for a row kept out o
 def row_bytes(span: StoredSpan) -> int:
     """What a span's row costs in memory, index entries included (interned strings aside: see the store).
 
-    ``ROW_BYTES`` (72); per attribute: a str of at most 256 characters 6 (table id and posting entry), a longer str
-    16 plus its UTF-8 length (and a hash-run entry), an int 12 plus its msgpack size (a sorted-run entry), a float
-    21, a bool 5, anything else its nested size (:func:`_nested_bytes`); a span with a status message, trace state,
+    ``ROW_BYTES`` (84); per attribute: a str of at most 256 characters 9 (table id and posting entry), a longer str
+    24 plus its UTF-8 length (and a hash-run entry), an int 15 plus its msgpack size (a sorted-run entry), a float
+    24, a bool 7, anything else its nested size (:func:`_nested_bytes`); a span with a status message, trace state,
     events, links, dropped counts or an id that is not 16 lowercase hex characters adds :func:`_extras_bytes`; a row
-    over 512 bytes by this count adds 96 (it is kept out of line).
+    over 512 bytes by this count adds 96 and a 32nd of that count (it is kept out of line).
+
+    The constants are calibrated against RSS in steady state (a store fed 4-10x its capacity, evicting all along,
+    ``python -m benchmarks --only families``): they include the heap fragmentation that churn leaves, ~10-20%
+    above what a freshly filled store takes.
     """
     size = 0
     for value in span.attributes.values_:
         kind = type(value)
         if kind is str:
-            size += 6 if len(value) <= MAX_REF_STRING else 16 + _utf8_length(value)
+            size += 9 if len(value) <= MAX_REF_STRING else 24 + _utf8_length(value)
         elif kind is int:
-            size += 12 + _int_bytes(value)
+            size += 15 + _int_bytes(value)
         elif kind is float:
-            size += 21
+            size += 24
         elif kind is bool:
-            size += 5
+            size += 7
         else:
             size += _nested_bytes(value)
     if (
@@ -1283,7 +1287,7 @@ def row_bytes(span: StoredSpan) -> int:
     ):
         size += _extras_bytes(span)
     if size > BIG_ROW_BYTES:
-        size += _BIG_ROW_OVERHEAD
+        size += _BIG_ROW_OVERHEAD + (size >> 5)
     return size + ROW_BYTES
 
 
@@ -1341,8 +1345,8 @@ def _nested_bytes(value: object) -> int:
 
 #: What one interned attribute string costs beyond its characters: the str object, its dict slot, its table and
 #: posting slots and reference count, and its posting (an int, or an array once repeated). Measured: ~240 on the
-#: high-cardinality family (``user.id`` of 100,000 values).
-SHARED_STRING_BYTES = 240
+#: high-cardinality family (``user.id`` of 100,000 values), ~300 in steady state (fragmentation as strings churn).
+SHARED_STRING_BYTES = 300
 
 
 class RowView:

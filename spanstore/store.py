@@ -120,20 +120,20 @@ def _estimate_bytes(span: StoredSpan) -> int:
     """The bytes one span's row takes in the packed layout, its index entries included (shared strings aside).
 
     The store's estimate (:meth:`SpanStore.stats` ``memory_estimate_bytes``, what ``max_bytes`` bounds) is the sum
-    of this over the spans held, plus 240 bytes a trace held, plus 240 bytes and the length of every *distinct*
+    of this over the spans held, plus 240 bytes a trace held, plus 300 bytes and the length of every *distinct*
     attribute string of at most 256 characters held (per key): such strings sit once in the string table, however
-    many spans use them. Calibrated against measured RSS on every workload family (``python -m benchmarks --only
-    families``).
+    many spans use them. Calibrated against RSS in steady state on every workload family (a store fed 4-10x its
+    capacity: ``python -m benchmarks --only families``), heap fragmentation included.
 
-    The formula (:func:`spanstore.columns.row_bytes`): 72 a row; per attribute: a str of at most 256 characters 6,
-    a longer str 16 plus its UTF-8 length, an int 12 plus its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3
-    within int16/uint16, 5 within int32/uint32, else 9), a float 21, a bool 5, anything else nested; a span with a
+    The formula (:func:`spanstore.columns.row_bytes`): 84 a row; per attribute: a str of at most 256 characters 9,
+    a longer str 24 plus its UTF-8 length, an int 15 plus its msgpack size (1 from -32 to 127, 2 from -128 to 255, 3
+    within int16/uint16, 5 within int32/uint32, else 9), a float 24, a bool 7, anything else nested; a span with a
     status message, trace state, events, links, dropped counts or an id that is not 16 lowercase hex characters
     adds 40, its status message's UTF-8 length and trace state's length, per event 24 plus its name's length plus
-    its attributes as a nested map, per link 64 plus its attributes; over 512 bytes so far adds 96 (kept out of line).
-    Nested (inside arrays, maps, events, links): str 2 plus its UTF-8 length, bool/None 1, int its msgpack size,
-    float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per entry 2 plus its key's UTF-8
-    length plus its value.
+    its attributes as a nested map, per link 64 plus its attributes; over 512 bytes so far adds 96 and a 32nd of
+    that sum (kept out of line). Nested (inside arrays, maps, events, links): str 2 plus its UTF-8 length,
+    bool/None 1, int its msgpack size, float 9, bytes 5 plus its length, an array 5 plus its items, a map 5 plus per
+    entry 2 plus its key's UTF-8 length plus its value.
     """
     return row_bytes(span)
 

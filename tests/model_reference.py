@@ -115,20 +115,20 @@ def is_canonical_id(value: str | None) -> bool:
 
 def estimated_bytes(span: StoredSpan) -> int:
     """The documented per-span estimate, restated from its docstring (not imported): per attribute a str of at most
-    256 characters 6, a longer one 16 plus its UTF-8 length, an int 12 plus its msgpack size, a float 21, a bool 5,
+    256 characters 9, a longer one 24 plus its UTF-8 length, an int 15 plus its msgpack size, a float 24, a bool 7,
     anything else nested; extras (status message, trace state, events, links, dropped counts, an odd id) 40 plus the
     message's UTF-8 length and the state's length, 24 an event plus its name and its attributes as a nested map, 64 a
-    link plus its attributes; over 512 so far adds 96; and 72 a row."""
+    link plus its attributes; over 512 so far adds 96 and a 32nd of the sum; and 84 a row."""
     total = 0
     for value in span.attributes.values_:
         if isinstance(value, str):
-            total += 6 if len(value) <= 256 else 16 + utf8_length(value)
+            total += 9 if len(value) <= 256 else 24 + utf8_length(value)
         elif isinstance(value, bool):
-            total += 5
+            total += 7
         elif isinstance(value, int):
-            total += 12 + nested_bytes(value)
+            total += 15 + nested_bytes(value)
         elif isinstance(value, float):
-            total += 21
+            total += 24
         else:
             total += nested_bytes(value)
     odd_ids = not is_canonical_id(span.span_id) or (
@@ -150,12 +150,12 @@ def estimated_bytes(span: StoredSpan) -> int:
         for link in span.links:
             total += 64 + nested_bytes(link.attributes)
     if total > 512:
-        total += 96
-    return total + 72
+        total += 96 + total // 32
+    return total + 84
 
 
 def shared_string_bytes(spans: list[StoredSpan]) -> int:
-    """Attribute strings of at most 256 characters are stored once per key: 240 bytes plus the length for each
+    """Attribute strings of at most 256 characters are stored once per key: 300 bytes plus the length for each
     distinct (key, string) that a held span has."""
     distinct = {
         (key, value)
@@ -163,7 +163,7 @@ def shared_string_bytes(spans: list[StoredSpan]) -> int:
         for key, value in zip(span.attributes.keys_, span.attributes.values_, strict=True)
         if isinstance(value, str) and len(value) <= 256
     }
-    return sum(240 + len(value) for _, value in distinct)
+    return sum(300 + len(value) for _, value in distinct)
 
 
 def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
