@@ -17,11 +17,14 @@ included (as in TraceQL).
 
 How a query runs (the planner)
 ------------------------------
-Each criterion an index can answer (trace id, name, service, status, error type, duration, a time window, attribute
-``==``/``in``/range on an indexed value) names a candidate set whose size is known in O(1) or O(log n). The planner
-takes the smallest, or, when the caller wants the ``limit`` newest (oldest) spans and the criteria are not selective,
-walks the start-time index from the newest (oldest) end and stops at ``limit``. Either way every candidate is
-checked against every criterion, so the choice of index changes only the speed, never the result.
+Each criterion an index can answer (trace id, name, service, status OK/ERROR, error type, duration, a time window,
+attribute ``==``/``in`` on any str, int, float or bool value, numeric ranges) names a candidate set whose size is
+known in O(1) or O(log n). The planner takes the smallest, intersects several, or, when the caller wants the
+``limit`` newest (oldest) spans and the criteria are not selective, walks the rows of the time window from the
+newest (oldest) end and stops at ``limit``. Candidates are checked on the packed columns of
+:mod:`spanstore.columns` (start time first, then a lazy row view that decodes attributes only when a criterion reads
+them), and a ``StoredSpan`` is built only for each result. Every candidate is checked against every criterion its
+index did not answer exactly, so the choice of index changes only the speed, never the result.
 """
 
 from __future__ import annotations
