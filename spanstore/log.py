@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -901,6 +901,47 @@ class SpanLog:
         self, plan: list[tuple[int, str, int]], position: LogPosition | None, max_spans: int, containing: bytes | None
     ) -> tuple[list[StoredSpan], LogPosition]:
         batches: list[list[StoredSpan]] = []  # newest first
+        end_position = self._iter_newest(plan, position, max_spans, containing, batches.append)
+        out: list[StoredSpan] = []
+        for line_spans in reversed(batches):
+            out.extend(line_spans)
+        if len(out) > max_spans:
+            out = out[len(out) - max_spans :] if max_spans else []
+        with self._stats_lock:
+            self._spans_read += len(out)
+        return out, end_position
+
+    def read_newest_lines(self, max_spans: int, consume: Callable[[list[StoredSpan]], None]) -> tuple[int, LogPosition]:
+        """Decode the lines holding the newest ``max_spans`` spans, newest line first, handing each line's spans to
+        ``consume`` (in line order) instead of collecting them; return how many spans were handed over and the
+        position reached. The oldest line handed over may hold more spans than are still wanted: the caller keeps
+        the newest ``max_spans`` in all. What :meth:`read` with ``max_spans`` reads, without holding every decoded
+        span at once. Thread-safe, as :meth:`read`."""
+        self._check_usable()
+        segments = self._list_segments()
+        plan = self._plan(segments, None) if segments else []
+        if not plan:
+            return 0, LogPosition(0, 0)
+        count = 0
+
+        def counted(line_spans: list[StoredSpan]) -> None:
+            nonlocal count
+            count += len(line_spans)
+            consume(line_spans)
+
+        end_position = self._iter_newest(plan, None, max_spans, None, counted)
+        with self._stats_lock:
+            self._spans_read += min(count, max_spans)
+        return count, end_position
+
+    def _iter_newest(
+        self,
+        plan: list[tuple[int, str, int]],
+        position: LogPosition | None,
+        max_spans: int,
+        containing: bytes | None,
+        consume: Callable[[list[StoredSpan]], None],
+    ) -> LogPosition:
         count = 0
         end_position: LogPosition | None = None
         last = len(plan) - 1
@@ -923,7 +964,7 @@ class SpanLog:
                 line_spans: list[StoredSpan] = []
                 self._decode_pieces(seq, name, chunk, (i,), base, line_spans, containing)
                 if line_spans:
-                    batches.append(line_spans)
+                    consume(line_spans)
                     count += len(line_spans)
                     if count >= max_spans:
                         break
@@ -931,14 +972,7 @@ class SpanLog:
                 self._record_torn_tail(seq, name, chunk, base)
         if end_position is None:
             end_position = position if position is not None else LogPosition(0, 0)
-        out: list[StoredSpan] = []
-        for line_spans in reversed(batches):
-            out.extend(line_spans)
-        if len(out) > max_spans:
-            out = out[len(out) - max_spans :] if max_spans else []
-        with self._stats_lock:
-            self._spans_read += len(out)
-        return out, end_position
+        return end_position
 
     def _count_missing(self, name: str) -> None:
         with self._stats_lock:

@@ -39,6 +39,7 @@ import msgspec
 
 from spanstore import forksafe
 from spanstore.columns import (
+    CHUNK_ROWS,
     MAX_REF_STRING,
     SEQ_TYPE,
     SHARED_STRING_BYTES,
@@ -275,11 +276,7 @@ class SpanStore:
 
         self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes)
         self.path = self._log.path
-        spans, self._log_position = self._log.read(max_spans=self.max_spans)
-        with self._lock:
-            for span in spans:
-                self._add_locked(span)
-        del spans
+        self._load_newest()
         release_free_memory()
         self._writer = LogWriter(
             self._log,
@@ -288,6 +285,28 @@ class SpanStore:
             max_queue=max_queue,
             on_tick=self.drain,
         )
+
+    def _load_newest(self) -> None:
+        # The newest max_spans spans of the log, packed as they are decoded (newest first) into scratch columns, then
+        # added oldest first. A million decoded spans alive at once would cost ~800 MB, and the small-object
+        # allocator would keep that much after they are gone; packed, they cost ~200 bytes each, and the scratch
+        # columns are freed chunk by chunk as the store takes their rows.
+        scratch = SpanColumns()
+        wanted = self.max_spans
+
+        def pack(line_spans: list[StoredSpan]) -> None:
+            for span in reversed(line_spans):
+                if scratch.next_seq >= wanted:
+                    return
+                scratch.append(span, span.trace_id, span.error_types)
+
+        _, self._log_position = self._log.read_newest_lines(wanted, pack)
+        with self._lock:
+            chunks = scratch.chunks
+            for seq in range(scratch.next_seq - 1, -1, -1):
+                self._add_locked(scratch.span(seq))
+                if not seq & (CHUNK_ROWS - 1):
+                    chunks.pop()  # every row of the last chunk is in the store now
 
     def _before_fork(self) -> None:
         # Held across fork(): the child's indices are then never halfway through another thread's update. Bounded,
