@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks --only queries`` (``--quick`` for 10^4 spans only; ``--check`` to enforce the p95 budget).
 
-For each size (10^4, 10^5 and the store's full default capacity, ``spanstore.store.DEFAULT_MAX_SPANS``) one seeded
+For each size (10^4, 10^5, 3·10^5 and the full default capacity, ``spanstore.store.DEFAULT_MAX_SPANS``) one seeded
 workload (``benchmarks.workload``) is generated once into both forms: ``StoredSpan``s loaded into a default
 ``SpanStore`` and into the sqlite3 peer, and SDK ``ReadableSpan``s held by an ``InMemorySpanExporter`` for the list
 scan. When the store's default budgets evict some of a workload (its byte budget may bind before its span count),
@@ -198,7 +198,7 @@ def _sizes(quick: bool) -> tuple[int, ...]:
         return QUICK_SIZES
     from spanstore.store import DEFAULT_MAX_SPANS
 
-    return tuple(sorted({10_000, 100_000, DEFAULT_MAX_SPANS}))
+    return tuple(sorted({10_000, 100_000, 300_000, DEFAULT_MAX_SPANS}))
 
 
 def check_results(implementations: list[Any], params: Params, queries: tuple[Query, ...] = QUERIES) -> dict[str, int]:

@@ -925,8 +925,6 @@ class SpanLog:
         position: LogPosition | None = None,
         *,
         max_spans: int | None = None,
-        max_bytes: int | None = None,
-        size_of: Callable[[StoredSpan], int] | None = None,
         containing: bytes | None = None,
         trace_ids: Iterable[str] | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
@@ -940,10 +938,6 @@ class SpanLog:
         would be dropped are not decoded. Segments deleted (by retention) since ``position`` are skipped over:
         the read continues from the oldest remaining one and counts the gap in :meth:`stats`. Corrupt lines are
         skipped and recorded as :class:`SkippedLine`; the lines around them are kept.
-
-        ``max_bytes`` (with ``max_spans``, and ``size_of`` giving a span's size) also stops at the newest spans
-        that add up to that many bytes (the span that crosses it included): a store opening a log of huge spans
-        never holds more than its budget's worth of them at once.
 
         ``containing`` decodes only the lines holding these bytes (say ``b'"traceId":"0af76519'``): a substring
         search is ~100x cheaper than decoding, so looking up one trace in a large log costs little more than
@@ -973,8 +967,7 @@ class SpanLog:
         try:
             if max_spans is None:
                 return self._read_forward(plan, position, wanted)
-            limit = None if max_bytes is None or size_of is None else (max_bytes, size_of)
-            return self._read_newest(plan, position, max_spans, wanted, limit)
+            return self._read_newest(plan, position, max_spans, wanted)
         finally:
             self._warn_skip_summary()
 
@@ -1103,16 +1096,58 @@ class SpanLog:
         position: LogPosition | None,
         max_spans: int,
         containing: _Wanted,
-        byte_limit: tuple[int, Callable[[StoredSpan], int]] | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
         batches: list[list[StoredSpan]] = []  # newest first
+        end_position = self._iter_newest(plan, position, max_spans, containing, batches.append)
+        out: list[StoredSpan] = []
+        for line_spans in reversed(batches):
+            out.extend(line_spans)
+        if len(out) > max_spans:
+            out = out[len(out) - max_spans :] if max_spans else []
+        with self._stats_lock:
+            self._spans_read += len(out)
+        return out, end_position
+
+    def read_newest_lines(
+        self, max_spans: int, consume: Callable[[list[StoredSpan]], object]
+    ) -> tuple[int, LogPosition]:
+        """Decode the lines holding the newest ``max_spans`` spans, newest line first, handing each line's spans to
+        ``consume`` (in line order) instead of collecting them; return how many spans were handed over and the
+        position reached. ``consume`` returning a true value stops the read there (the caller has enough: a byte
+        budget reached, say). The oldest line handed over may hold more spans than are still wanted: the caller keeps
+        the newest ``max_spans`` in all. What :meth:`read` with ``max_spans`` reads, without holding every decoded
+        span at once. Thread-safe, as :meth:`read`."""
+        self._check_usable()
+        segments = self._list_segments()
+        plan = self._plan(segments, None) if segments else []
+        if not plan:
+            return 0, LogPosition(0, 0)
         count = 0
-        size = 0
-        max_bytes, size_of = byte_limit if byte_limit is not None else (None, None)
+
+        def counted(line_spans: list[StoredSpan]) -> object:
+            nonlocal count
+            count += len(line_spans)
+            return consume(line_spans)
+
+        end_position = self._iter_newest(plan, None, max_spans, None, counted)
+        with self._stats_lock:
+            self._spans_read += min(count, max_spans)
+        return count, end_position
+
+    def _iter_newest(
+        self,
+        plan: list[tuple[int, str, int]],
+        position: LogPosition | None,
+        max_spans: int,
+        containing: bytes | None,
+        consume: Callable[[list[StoredSpan]], object],
+    ) -> LogPosition:
+        count = 0
+        enough = False
         end_position: LogPosition | None = None
         last = len(plan) - 1
         for index in range(last, -1, -1):
-            if end_position is not None and (count >= max_spans or (max_bytes is not None and size >= max_bytes)):
+            if end_position is not None and (count >= max_spans or enough):
                 break
             seq, name, offset = plan[index]
             chunk = self._load(seq, name, offset, index == last)
@@ -1130,32 +1165,15 @@ class SpanLog:
                 line_spans: list[StoredSpan] = []
                 self._decode_pieces(seq, name, chunk, (i,), base, line_spans, containing)
                 if line_spans:
-                    batches.append(line_spans)
+                    enough = bool(consume(line_spans))
                     count += len(line_spans)
-                    if size_of is not None:
-                        size += sum(map(size_of, line_spans))
-                    if count >= max_spans or (max_bytes is not None and size >= max_bytes):
+                    if count >= max_spans or enough:
                         break
             if chunk.torn_tail:
                 self._record_torn_tail(seq, name, chunk, base)
         if end_position is None:
             end_position = position if position is not None else LogPosition(0, 0)
-        out: list[StoredSpan] = []
-        for line_spans in reversed(batches):
-            out.extend(line_spans)
-        if len(out) > max_spans:
-            out = out[len(out) - max_spans :] if max_spans else []
-        if max_bytes is not None and size_of is not None and size > max_bytes:
-            # To the span, not the line: the newest spans up to the one whose size crosses max_bytes.
-            total = 0
-            for index in range(len(out) - 1, -1, -1):
-                total += size_of(out[index])
-                if total >= max_bytes:
-                    out = out[index:]
-                    break
-        with self._stats_lock:
-            self._spans_read += len(out)
-        return out, end_position
+        return end_position
 
     def _count_missing(self, name: str) -> None:
         with self._stats_lock:

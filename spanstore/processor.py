@@ -20,8 +20,8 @@ variable                            meaning                                     
 =================================== ============================================================ ==============
 ``SPANSTORE_PATH``                  the store directory                                          ``.spanstore``
 ``SPANSTORE_FSYNC``                 ``never``, ``interval`` or ``always`` (see ``SpanLog``)      ``interval``
-``SPANSTORE_MAX_SPANS``             spans held in memory (oldest trace evicted first)            300000
-``SPANSTORE_MAX_BYTES``             estimated memory budget for the spans, in bytes              220 MiB
+``SPANSTORE_MAX_SPANS``             spans held in memory (oldest trace evicted first)            1000000
+``SPANSTORE_MAX_BYTES``             estimated memory budget for the spans, in bytes              192 MiB
 ``SPANSTORE_MAX_SPANS_PER_TRACE``   spans of one trace beyond this are dropped                   10000
 ``SPANSTORE_DISK_MAX_BYTES``        disk budget of the log (oldest segments deleted first)       1 GiB
 ``SPANSTORE_FLUSH_INTERVAL_SECONDS`` how often the writer thread appends to the log              0.5

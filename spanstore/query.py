@@ -17,11 +17,14 @@ included (as in TraceQL).
 
 How a query runs (the planner)
 ------------------------------
-Each criterion an index can answer (trace id, name, service, status, error type, duration, a time window, attribute
-``==``/``in``/range on an indexed value) names a candidate set whose size is known in O(1) or O(log n). The planner
-takes the smallest, or, when the caller wants the ``limit`` newest (oldest) spans and the criteria are not selective,
-walks the start-time index from the newest (oldest) end and stops at ``limit``. Either way every candidate is
-checked against every criterion, so the choice of index changes only the speed, never the result.
+Each criterion an index can answer (trace id, name, service, status OK/ERROR, error type, duration, a time window,
+attribute ``==``/``in`` on any str, int, float or bool value, numeric ranges) names a candidate set whose size is
+known in O(1) or O(log n). The planner takes the smallest, intersects several, or, when the caller wants the
+``limit`` newest (oldest) spans and the criteria are not selective, walks the rows of the time window from the
+newest (oldest) end and stops at ``limit``. Candidates are checked on the packed columns of
+:mod:`spanstore.columns` (start time first, then a lazy row view that decodes attributes only when a criterion reads
+them), and a ``StoredSpan`` is built only for each result. Every candidate is checked against every criterion its
+index did not answer exactly, so the choice of index changes only the speed, never the result.
 """
 
 from __future__ import annotations
@@ -32,17 +35,19 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import re2
 
+from spanstore.columns import _MASK as _ROW_MASK
+from spanstore.columns import SHIFT as _SHIFT
+from spanstore.columns import duration_bucket, posting_seqs
 from spanstore.errors import InvalidQueryError
 from spanstore.model import AttributeMap, SpanKind, StatusCode, StoredSpan, attribute_values_equal
-from spanstore.store import MAX_INDEXED_STRING, bool_key, duration_bucket, now_unix_nano
+from spanstore.store import now_unix_nano
 
 if TYPE_CHECKING:
-    from array import array
-
     from spanstore.store import SpanStore
 
 __all__ = [
@@ -509,30 +514,54 @@ def _build_query(query: SpanQuery | None, criteria: dict[str, Any]) -> SpanQuery
 
 
 # --- the planner ----------------------------------------------------------------------------------------------------
-def _ordered_key(order: str) -> Callable[[StoredSpan], Any]:
-    if order == "longest":
-        return lambda s: (s.end_time_unix_nano - s.start_time_unix_nano, s.start_time_unix_nano)
-    return lambda s: s.start_time_unix_nano
-
-
 def _sort(spans: list[StoredSpan], order: str) -> list[StoredSpan]:
     """Sort spans given in arrival order, ties broken as the module docstring says."""
     if order == "oldest":
-        spans.sort(key=_ordered_key(order))
+        spans.sort(key=_start_of)
         return spans
     spans.reverse()  # so that a stable descending sort leaves the latest-added first among ties
-    spans.sort(key=_ordered_key(order), reverse=True)
+    spans.sort(key=_longest_key if order == "longest" else _start_of, reverse=True)
     return spans
 
 
+def _start_of(span: StoredSpan) -> int:
+    return span.start_time_unix_nano
+
+
+def _longest_key(span: StoredSpan) -> tuple[int, int]:
+    return span.end_time_unix_nano - span.start_time_unix_nano, span.start_time_unix_nano
+
+
+def _sort_seqs(store: SpanStore, seqs: list[int], order: str) -> list[int]:
+    """Sort row seqs given in arrival order, ties broken as the module docstring says."""
+    columns = store._columns
+    if order == "oldest":
+        seqs.sort(key=columns.start)
+        return seqs
+    seqs.reverse()
+    if order == "longest":
+        duration, start = columns.duration, columns.start
+        seqs.sort(key=lambda seq: (duration(seq), start(seq)), reverse=True)
+    else:
+        seqs.sort(key=columns.start, reverse=True)
+    return seqs
+
+
 class _Candidates:
-    """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size."""
+    """The seqs an index gives for one criterion: a few ascending posting lists (disjoint) and their total size.
 
-    __slots__ = ("criterion", "postings", "size")
+    ``in_order``: each list's seqs all come before the next list's (sorted runs of the numeric index), so a walk
+    chains them instead of merging them, and reads a list only when it gets there.
+    """
 
-    def __init__(self, postings: list[array], criterion: object = None) -> None:
-        unique = {id(posting): posting for posting in postings}  # `in (1, 1)` names one list twice
-        self.postings = list(unique.values())
+    __slots__ = ("criterion", "in_order", "postings", "size")
+
+    def __init__(self, postings: list[Any], criterion: object = None, in_order: bool = False) -> None:
+        self.in_order = in_order
+        unique: dict[object, Any] = {}
+        for posting in postings:  # `in (1, 1.0)` names one list twice
+            unique[("seq", posting) if type(posting) is int else id(posting)] = posting
+        self.postings = [posting_seqs(p) for p in unique.values()]
         self.size = sum(map(len, self.postings))
         # The criterion every live seq here satisfies exactly (None: a superset, to be checked).
         self.criterion = criterion
@@ -540,15 +569,19 @@ class _Candidates:
     def ascending(self) -> Iterable[int]:
         if len(self.postings) == 1:
             return self.postings[0]
+        if self.in_order:
+            return chain.from_iterable(self.postings)
         return heapq.merge(*self.postings)
 
     def descending(self) -> Iterable[int]:
         if len(self.postings) == 1:
             return reversed(self.postings[0])
+        if self.in_order:
+            return chain.from_iterable(map(reversed, reversed(self.postings)))
         return heapq.merge(*map(reversed, self.postings), reverse=True)
 
 
-def _posting(index: dict[Any, array], key: object, criterion: str) -> _Candidates:
+def _posting(index: dict[Any, Any], key: object, criterion: str) -> _Candidates:
     posting = index.get(key)
     return _Candidates([posting] if posting is not None else [], criterion)
 
@@ -557,52 +590,91 @@ def _attribute_candidates(store: SpanStore, f: AttributeFilter) -> _Candidates |
     """Candidates for a span-attribute filter from the value index, or None when the index cannot answer it."""
     if f.scope != "span" or f.op not in ("==", "in", "<", "<=", ">", ">="):
         return None
-    if f.key in store._unindexed_keys:
-        return None
-    floats = f.key in store._float_keys  # float values are not in the value index
-    values_index = store._by_attribute.get(f.key, {})
+    columns = store._columns
     if f.op in ("==", "in"):
-        postings = []
+        postings: list[Any] = []
+        exact = True
+        in_order = f.op == "==" or len(f.value) == 1
+        numbers: set[object] = set()
         for value in f.value if f.op == "in" else (f.value,):
-            if type(value) is str:
-                if len(value) > MAX_INDEXED_STRING:
-                    return None
-                key: object = value
-            elif type(value) is bool:
-                key = bool_key(value)
-            elif type(value) is int or (type(value) is float and value.is_integer()):
-                if floats:
-                    return None
-                key = int(value)
-            elif type(value) is float:  # not integral: only a float value could equal it
-                if floats:
-                    return None
-                continue
-            else:
+            if type(value) is int or type(value) is float:
+                if value in numbers:  # 1 and 1.0 name the same entries
+                    continue
+                numbers.add(value)
+            found = columns.attribute_postings(f.key, value)
+            if found is None:
                 return None
-            if key in values_index:
-                postings.append(values_index[key])
-        return _Candidates(postings, f)
-    # A numeric range over int values (a key with float values, or a string range, is filtered instead).
-    if not _is_number(f.value) or floats:
+            postings.extend(found[0])
+            exact = exact and found[1]
+            in_order = in_order and found[2]
+        return _Candidates(postings, f if exact else None, in_order)
+    # A numeric range over int and float values (a string range is filtered instead).
+    if not _is_number(f.value):
         return None
-    postings = [seqs for key, seqs in values_index.items() if type(key) is int and _ordered(f.op, key, f.value)]
-    return _Candidates(postings, f)
+    postings, exact, in_order = columns.attribute_range(f.key, f.op, f.value)
+    return _Candidates(postings, f if exact else None, in_order)
 
 
-def _scan_time(store: SpanStore, since: int | None, until: int | None, reverse: bool) -> Iterator[StoredSpan]:
-    return store._by_time.irange_key(since, until, inclusive=(True, False), reverse=reverse)
+def _seq_check(
+    store: SpanStore, since: int | None, until: int | None, accept: Callable[[Any], bool]
+) -> Callable[[int], bool]:
+    """A test of a row seq: its start within the window (read from the columns), then ``accept`` on a lazy view."""
+    columns = store._columns
+    chunks = columns.chunks
+    first = columns.first_chunk
+    view = columns.view
+    low = since if since is not None else 0
+    high = until if until is not None else 1 << 65
+    if accept is _accept_all:
+
+        def check(seq: int) -> bool:
+            return low <= chunks[(seq >> _SHIFT) - first].starts[seq & _ROW_MASK] < high
+
+    else:
+
+        def check(seq: int) -> bool:
+            return low <= chunks[(seq >> _SHIFT) - first].starts[seq & _ROW_MASK] < high and accept(view(seq))
+
+    return check
 
 
 def _time_window_size(store: SpanStore, since: int | None, until: int | None) -> int:
-    index = store._by_time
-    low = index.bisect_key_left(since) if since is not None else 0
-    high = index.bisect_key_left(until) if until is not None else len(index)
-    return max(0, high - low)
+    """About how many rows the window spans (by seq range: arrival order is nearly start order)."""
+    if since is None and until is None:
+        return store._span_count
+    columns = store._columns
+    rows = columns.end_seq_until(until) - columns.first_seq_since(since)
+    return max(0, min(store._span_count, rows))
+
+
+def _window_seqs(store: SpanStore, since: int | None, until: int | None) -> tuple[int, int]:
+    columns = store._columns
+    return columns.first_seq_since(since), columns.end_seq_until(until)
+
+
+def _scan_time(
+    store: SpanStore, since: int | None, until: int | None, reverse: bool, check: Callable[[int], bool]
+) -> Iterator[int]:
+    """The seqs of the rows in the window that pass ``check``, in start order (newest first when ``reverse``)."""
+    low, high = _window_seqs(store, since, until)
+    columns = store._columns
+    if reverse:
+        for _, seq in columns.walk_newest(range(high - 1, low - 1, -1), check, since):
+            yield seq
+    else:
+        for _, seq in columns.walk_oldest(low, high, check):
+            yield seq
 
 
 def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = None) -> Iterator[StoredSpan]:
-    """Yield the spans matching ``query`` in its order (called with the store's lock held).
+    """Yield the spans matching ``query`` in its order (called with the store's lock held)."""
+    span = store._columns.span
+    for seq in _run_seqs(store, query, now, expected):
+        yield span(seq)
+
+
+def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None = None) -> Iterator[int]:
+    """Yield the seqs of the rows matching ``query`` in its order (called with the store's lock held).
 
     ``expected``: for a query without a limit, how many results the caller expects to consume before it stops
     (find_traces); it lets the planner prefer a walk that stops early. Every path yields exactly the matches, in
@@ -612,21 +684,23 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     order = query.order
     limit = query.limit if query.limit is not None else expected
     total = store._span_count
+    columns = store._columns
 
     if query.trace_id is not None:
-        accept = query.predicate(now)
-        yield from _sort([s for s in store._trace_spans(query.trace_id) if accept(s)], order)
+        check = _seq_check(store, since, until, query.predicate(now, known=frozenset({"window"})))
+        seqs = store._traces.get(query.trace_id)
+        yield from _sort_seqs(store, [seq for seq in seqs if check(seq)] if seqs else [], order)
         return
 
     sources: list[_Candidates] = []
     if query.name is not None:
-        sources.append(_posting(store._by_name, query.name, "name"))
+        sources.append(_posting(columns.by_name, query.name, "name"))
     if query.service is not None:
-        sources.append(_posting(store._by_service, query.service, "service"))
-    if query.status is not None:
-        sources.append(_posting(store._by_status, int(query.status), "status"))
+        sources.append(_posting(columns.by_service, query.service, "service"))
+    if query.status:  # UNSET (nearly every span) has no list: it is checked on the candidates of other criteria
+        sources.append(_posting(columns.by_status, int(query.status), "status"))
     if query.error_type is not None:
-        sources.append(_posting(store._by_error_type, query.error_type, "error_type"))
+        sources.append(_posting(columns.by_error_type, query.error_type, "error_type"))
     for f in query.attributes:
         candidates = _attribute_candidates(store, f)
         if candidates is not None:
@@ -634,7 +708,7 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     if query.min_duration_ns is not None or query.max_duration_ns is not None:
         low = duration_bucket(query.min_duration_ns) if query.min_duration_ns is not None else None
         high = duration_bucket(query.max_duration_ns) if query.max_duration_ns is not None else None
-        buckets = store._by_duration.items()
+        buckets = columns.by_duration.items()
         sources.append(
             _Candidates([s for b, s in buckets if (low is None or b >= low) and (high is None or b <= high)])
         )
@@ -645,11 +719,12 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     if best is not None and best.size == 0:
         return
     if order == "longest":
-        accept = query.predicate(now)
+        check = _seq_check(store, since, until, query.predicate(now, known=frozenset({"window"})))
         if limit is not None and (best is None or best.size > 4 * limit + 1024):
-            yield from _longest_by_buckets(store, accept, limit)
+            yield from _longest_by_buckets(store, check, limit)
         else:
-            yield from _sort(_collect(store, best, since, until, accept), order)
+            narrowed = _seq_check(store, since, until, _narrowed(query, now, [best])) if best is not None else check
+            yield from _sort_seqs(store, _collect(store, best, since, until, check, narrowed), order)
         return
 
     # Estimated steps of each plan; criteria are assumed independent.
@@ -658,9 +733,9 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
     for source in sources:
         selectivity *= source.size / total if total else 1.0
     plans = {"collect": float(min(best.size, window_size) if best is not None else window_size)}
-    floor = _first_seq_in_window(store, since)
+    floor = columns.first_seq_since(since)
     if len(sources) >= 2:
-        # Intersecting posting lists runs in C, ~30x cheaper an entry than checking a span in Python.
+        # Intersecting posting lists runs in C, ~30x cheaper an entry than checking a row in Python.
         in_range = sum(_count_from(posting, floor) for source in sources for posting in source.postings)
         plans["intersect"] = in_range / 30 + total * selectivity
     if limit is not None:
@@ -672,40 +747,32 @@ def _run(store: SpanStore, query: SpanQuery, now: int, expected: int | None = No
 
     if plan == "walk_time" or (best is None and plan == "collect"):
         # Without a candidate set, collecting the window is walking it: in start order already, nothing to sort.
-        accept = query.predicate(now, known=frozenset({"window"}))  # the walk stays inside the window
-        walk = _scan_time(store, since, until, reverse=(order == "newest"))
-        if accept is _accept_all:
-            yield from walk
-        else:
-            for span in walk:
-                if accept(span):
-                    yield span
+        check = _seq_check(store, since, until, query.predicate(now, known=frozenset({"window"})))
+        yield from _scan_time(store, since, until, order == "newest", check)
     elif plan == "walk_best":
         assert best is not None
-        yield from _walk_newest(store, best.descending(), _narrowed(query, now, [best]), since)
+        check = _seq_check(store, since, until, _narrowed(query, now, [best]))
+        for _, seq in columns.walk_newest(best.descending(), check, since):
+            yield seq
     elif plan == "intersect":
-        check = _narrowed(query, now, sources)
-        yield from _sort([s for s in store._live(sorted(_intersect(sources, floor))) if check(s)], order)
-    elif best is not None and window_size >= best.size:
-        check = _narrowed(query, now, [best])
-        yield from _sort([s for s in store._live(best.ascending()) if check(s)], order)
+        check = _seq_check(store, since, until, _narrowed(query, now, sources))
+        alive = columns.alive
+        yield from _sort_seqs(store, [q for q in sorted(_intersect(sources, floor)) if alive(q) and check(q)], order)
     else:
-        yield from _sort(_collect(store, best, since, until, query.predicate(now)), order)
+        check = _seq_check(store, since, until, query.predicate(now, known=frozenset({"window"})))
+        narrowed = _seq_check(store, since, until, _narrowed(query, now, [best])) if best is not None else check
+        yield from _sort_seqs(store, _collect(store, best, since, until, check, narrowed), order)
 
 
-def _narrowed(query: SpanQuery, now: int, sources: list[_Candidates]) -> Callable[[StoredSpan], bool]:
-    """The predicate for candidates drawn from ``sources``: without the criteria those indices answer exactly."""
-    return query.predicate(now, known=frozenset(c.criterion for c in sources if c.criterion is not None))
+def _narrowed(query: SpanQuery, now: int, sources: list[_Candidates]) -> Callable[[Any], bool]:
+    """The predicate for candidates drawn from ``sources``: without the criteria those indices answer exactly (and
+    without the window, which :func:`_seq_check` tests on the columns)."""
+    known = {c.criterion for c in sources if c.criterion is not None}
+    known.add("window")
+    return query.predicate(now, known=frozenset(known))
 
 
-def _first_seq_in_window(store: SpanStore, since: int | None) -> int:
-    """The first seq that can start at or after ``since``: every earlier row's latest start is before it."""
-    if since is None:
-        return store._base
-    return store._base + bisect_left(store._max_start, since)
-
-
-def _count_from(posting: array, floor: int) -> int:
+def _count_from(posting: Any, floor: int) -> int:
     return len(posting) - bisect_left(posting, floor)
 
 
@@ -730,72 +797,48 @@ def _intersect(sources: list[_Candidates], floor: int) -> set[int]:
 
 
 def _collect(
-    store: SpanStore, best: _Candidates | None, since: int | None, until: int | None, accept: Callable
-) -> list[StoredSpan]:
-    """Every match, from the smaller of the best candidate list and the time window, in arrival order.
+    store: SpanStore,
+    best: _Candidates | None,
+    since: int | None,
+    until: int | None,
+    check: Callable[[int], bool],
+    narrowed: Callable[[int], bool] | None = None,
+) -> list[int]:
+    """Every matching seq, from the smaller of the best candidate list and the time window, in arrival order.
 
-    (From the time index they come in start order, ties in arrival order; _sort's stable sorts treat both alike.)
-    """
+    ``narrowed``: the check for candidates of ``best`` (without the criterion it answers exactly)."""
+    columns = store._columns
     if best is None or _time_window_size(store, since, until) < best.size:
-        return [s for s in _scan_time(store, since, until, reverse=False) if accept(s)]
-    return [s for s in store._live(best.ascending()) if accept(s)]
+        low, high = _window_seqs(store, since, until)
+        return [seq for seq in columns.live_seqs(low, high) if check(seq)]
+    alive = columns.alive
+    narrowed = narrowed or check
+    return [seq for seq in best.ascending() if alive(seq) and narrowed(seq)]
 
 
-def _walk_newest(
-    store: SpanStore, seqs: Iterable[int], accept: Callable[[StoredSpan], bool], since: int | None
-) -> Iterator[StoredSpan]:
-    """Yield the matches among ``seqs`` (descending) newest first, lazily.
-
-    Before row i is read, every row left (0..i) starts at or before ``_max_start[i]``: a held match starting at
-    or after it outranks them all (ties go to the later arrival, and every row left arrived earlier), so it can
-    be yielded; once ``_max_start[i]`` falls before ``since`` nothing left can match. Arrival order is nearly start
-    order, so this stops a few rows past the last result.
-    """
-    rows = store._rows
-    base = store._base
-    ceilings = store._max_start
-    held: list[tuple[int, int, StoredSpan]] = []
-    for seq in seqs:
-        if seq < base:
-            break
-        i = seq - base
-        ceiling = ceilings[i]
-        while held and -held[0][0] >= ceiling:
-            yield heapq.heappop(held)[2]
-        if since is not None and ceiling < since:
-            break
-        span = rows[i]
-        if span is not None and accept(span):
-            heapq.heappush(held, (-span.start_time_unix_nano, -seq, span))
-    while held:
-        yield heapq.heappop(held)[2]
-
-
-def _longest_by_buckets(store: SpanStore, accept: Callable[[StoredSpan], bool], limit: int) -> Iterator[StoredSpan]:
+def _longest_by_buckets(store: SpanStore, check: Callable[[int], bool], limit: int) -> list[int]:
     """The ``limit`` longest matches: walk duration buckets from the longest down, finishing each bucket."""
-    found: list[tuple[int, StoredSpan]] = []
-    rows = store._rows
-    base = store._base
-    for bucket in sorted(store._by_duration, reverse=True):
-        for seq in store._by_duration[bucket]:
-            if seq >= base:
-                span = rows[seq - base]
-                if span is not None and accept(span):
-                    found.append((seq, span))
+    found: list[int] = []
+    columns = store._columns
+    alive = columns.alive
+    index = columns.by_duration
+    for bucket in sorted(index, reverse=True):
+        found.extend(seq for seq in posting_seqs(index[bucket]) if alive(seq) and check(seq))
         if len(found) >= limit:
             break
-    found.sort(key=lambda pair: pair[0])  # back to arrival order for the documented tie-break
-    yield from _sort([span for _, span in found], "longest")
+    found.sort()  # back to arrival order for the documented tie-break
+    return _sort_seqs(store, found, "longest")
 
 
-def _limited(spans: Iterator[StoredSpan], limit: int | None) -> list[StoredSpan]:
+def _limited(store: SpanStore, seqs: Iterator[int], limit: int | None) -> list[StoredSpan]:
+    span = store._columns.span
     if limit is None:
-        return list(spans)
-    result = []
+        return [span(seq) for seq in seqs]
+    result: list[StoredSpan] = []
     if limit == 0:
         return result
-    for span in spans:
-        result.append(span)
+    for seq in seqs:
+        result.append(span(seq))
         if len(result) >= limit:
             break
     return result
@@ -819,7 +862,7 @@ def query_spans(store: SpanStore, query: SpanQuery | None = None, **criteria: An
     """
     q = _build_query(query, criteria)
     now = now_unix_nano()
-    return store._read(lambda s: _limited(_run(s, q, now), q.limit))
+    return store._read(lambda s: _limited(s, _run_seqs(s, q, now), q.limit))
 
 
 def get_trace(store: SpanStore, trace_id: str) -> list[StoredSpan]:
@@ -917,6 +960,25 @@ class TraceSummary:
     services: tuple[str, ...]
 
 
+def _summarize_rows(trace_id: str, rows: list[tuple[int, int, int, bool, str, str, bool]]) -> TraceSummary:
+    """A trace's summary from :meth:`~spanstore.columns.SpanColumns.summary_rows` (the same as :func:`_summarize`)."""
+    rows.sort()  # start, then arrival
+    roots = [row for row in rows if row[3]]
+    head = roots[0] if roots else rows[0]
+    start = rows[0][0]
+    return TraceSummary(
+        trace_id=trace_id,
+        root_name=head[4],
+        root_service=head[5],
+        has_root=bool(roots),
+        start_time_unix_nano=start,
+        duration_ns=max(row[2] for row in rows) - start,
+        span_count=len(rows),
+        error_count=sum(row[6] for row in rows),
+        services=tuple(sorted({row[5] for row in rows})),
+    )
+
+
 def _summarize(trace_id: str, spans: list[StoredSpan]) -> TraceSummary:
     ordered = _sort(list(spans), "oldest")
     roots = [s for s in ordered if s.parent_span_id is None]
@@ -959,12 +1021,15 @@ def find_traces(
 
     def collect(s: SpanStore) -> list[tuple[str, list[StoredSpan]]]:
         seen: dict[str, None] = {}
+        trace_id_of = s._columns.trace_id_of
         if limit:
-            for span in _run(s, q, now, expected=8 * limit):
-                if span.trace_id not in seen:
-                    seen[span.trace_id] = None
+            for seq in _run_seqs(s, q, now, expected=8 * limit):
+                trace_id = trace_id_of(seq)
+                if trace_id not in seen:
+                    seen[trace_id] = None
                     if len(seen) >= limit:
                         break
-        return [(trace_id, s._trace_spans(trace_id)) for trace_id in seen]
+        summary_rows = s._columns.summary_rows
+        return [_summarize_rows(trace_id, summary_rows(s._traces[trace_id])) for trace_id in seen]
 
-    return [_summarize(trace_id, spans) for trace_id, spans in store._read(collect)]
+    return store._read(collect)

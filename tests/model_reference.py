@@ -83,37 +83,87 @@ def duration_of(span: StoredSpan) -> int:
     return span.end_time_unix_nano - span.start_time_unix_nano
 
 
-def payload_bytes(value: object) -> int:
-    """What one attribute value costs by the formula documented on ``spanstore.store._estimate_bytes``."""
+def utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def nested_bytes(value: object) -> int:
+    """What a value packed inside a row costs, by the formula on ``spanstore.store._estimate_bytes``."""
     if isinstance(value, bool) or value is None:
-        return 0
-    if isinstance(value, (int, float)):
-        return 28
+        return 1
+    if isinstance(value, int):  # msgpack's int sizes
+        for low, high, size in ((-32, 128, 1), (-128, 256, 2), (-(2**15), 2**16, 3), (-(2**31), 2**32, 5)):
+            if low <= value < high:
+                return size
+        return 9
+    if isinstance(value, float):
+        return 9
     if isinstance(value, str):
-        return len(value) + 49
+        return 2 + utf8_length(value)
     if isinstance(value, bytes):
-        return len(value) + 33
+        return 5 + len(value)
     if isinstance(value, (tuple, list)):
-        return 56 + sum(8 + payload_bytes(item) for item in value)
+        return 5 + sum(nested_bytes(item) for item in value)
     if isinstance(value, AttributeMap):
-        return 64 + sum(16 + payload_bytes(item) for item in value.values_)
+        return 5 + sum(2 + utf8_length(k) + nested_bytes(v) for k, v in value.items())
     return 64
 
 
+def is_canonical_id(value: str | None) -> bool:
+    return value is not None and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
 def estimated_bytes(span: StoredSpan) -> int:
-    """The documented per-span estimate, restated from its docstring (not imported): 480 fixed, 24 a top-level
-    attribute plus its value (strings of 16 characters or fewer are interned, so free), 120 an event plus its name,
-    200 a link, 16 an event or link attribute plus its value, and the status message."""
-    total = 480
+    """The documented per-span estimate, restated from its docstring (not imported): per attribute a str of at most
+    256 characters 9, a longer one 24 plus its UTF-8 length, an int 15 plus its msgpack size, a float 24, a bool 7,
+    anything else nested; extras (status message, trace state, events, links, dropped counts, an odd id) 40 plus the
+    message's UTF-8 length and the state's length, 24 an event plus its name and its attributes as a nested map, 64 a
+    link plus its attributes; over 512 so far adds 96 and a 32nd of the sum; and 84 a row."""
+    total = 0
     for value in span.attributes.values_:
-        total += 24
-        if not (isinstance(value, str) and len(value) <= 16):
-            total += payload_bytes(value)
-    for event in span.events:
-        total += 120 + len(event.name) + sum(16 + payload_bytes(v) for v in event.attributes.values_)
-    for link in span.links:
-        total += 200 + sum(16 + payload_bytes(v) for v in link.attributes.values_)
-    return total + len(span.status_message)
+        if isinstance(value, str):
+            total += 9 if len(value) <= 256 else 24 + utf8_length(value)
+        elif isinstance(value, bool):
+            total += 7
+        elif isinstance(value, int):
+            total += 15 + nested_bytes(value)
+        elif isinstance(value, float):
+            total += 24
+        else:
+            total += nested_bytes(value)
+    odd_ids = not is_canonical_id(span.span_id) or (
+        span.parent_span_id is not None and not is_canonical_id(span.parent_span_id)
+    )
+    extras = (
+        span.status_message,
+        span.trace_state,
+        span.events,
+        span.links,
+        span.dropped_attributes_count,
+        span.dropped_events_count,
+        span.dropped_links_count,
+    )
+    if any(extras) or odd_ids:
+        total += 40 + utf8_length(span.status_message) + len(span.trace_state)
+        for event in span.events:
+            total += 24 + len(event.name) + nested_bytes(event.attributes)
+        for link in span.links:
+            total += 64 + nested_bytes(link.attributes)
+    if total > 512:
+        total += 96 + total // 32
+    return total + 84
+
+
+def shared_string_bytes(spans: list[StoredSpan]) -> int:
+    """Attribute strings of at most 256 characters are stored once per key: 300 bytes plus the length for each
+    distinct (key, string) that a held span has."""
+    distinct = {
+        (key, value)
+        for span in spans
+        for key, value in zip(span.attributes.keys_, span.attributes.values_, strict=True)
+        if isinstance(value, str) and len(value) <= 256
+    }
+    return sum(300 + len(value) for _, value in distinct)
 
 
 def span_matches(span: StoredSpan, criteria: dict, now: int) -> bool:
@@ -190,7 +240,8 @@ class ReferenceStore:
 
     @property
     def bytes(self) -> int:
-        return sum(map(estimated_bytes, self.spans))
+        # 240 bytes a trace held, besides its spans
+        return sum(map(estimated_bytes, self.spans)) + shared_string_bytes(self.spans) + 240 * len(self.trace_order)
 
     def query(self, criteria: dict, now: int) -> list[StoredSpan]:
         found = ordered([s for s in self.spans if span_matches(s, criteria, now)], criteria.get("order", "newest"))

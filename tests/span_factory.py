@@ -26,7 +26,9 @@ RESOURCES += [
 ]
 KEYS = ["http.route", "code", "flag", "ratio"]
 VALUES = st.sampled_from(
-    [0, 1, 2, 500, 503, -1, 1.0, 2.5, float("nan"), True, False, "1", "500", "a", "b", "x" * 70, "", (1, 2), ("a",)]
+    # "y" * 300 is indexed by hash, 2**60 beyond a float's exact ints: every path of the value index is drawn
+    [0, 1, 2, 500, 503, -1, 1.0, 2.5, float("nan"), True, False, "1", "500", "a", "b", "x" * 70, "y" * 300, "", 2**60]
+    + [2.0**60, (1, 2), ("a",)]
 )
 ERROR_TYPES = ["TimeoutError", "ValueError"]
 #: Span attribute values: the scalars above plus every other type an attribute can hold (bytes, nested arrays,

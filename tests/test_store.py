@@ -13,12 +13,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import spanstore.query as query_module
 from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
+from spanstore.columns import CHUNK_ROWS, posting_seqs
 from spanstore.query import get_trace, query_spans
 from tests.model_reference import ReferenceStore, estimated_bytes
 from tests.span_factory import NOW as NOW_SECONDS
 from tests.span_factory import TRACE_IDS, criteria, matching_criteria, spans, to_query_kwargs
 
 NOW = 10**18  # queries with `last` resolve against the wall clock; the generated spans sit near the epoch
+
+
+def same_spans(got: list[StoredSpan], want: list[StoredSpan]) -> bool:
+    """Results are fresh objects built from packed rows: equal field by field (repr: exact types, NaN), in order."""
+    return [repr(s) for s in got] == [repr(s) for s in want]
 
 
 def make_span(trace: int, span: int, *, start: int = 0, duration: int = 10, **fields) -> StoredSpan:
@@ -75,7 +81,7 @@ class StoreMachine(RuleBasedStateMachine):
     def query(self, c: dict) -> None:
         got = query_spans(self.store, **to_query_kwargs(c))
         want = self.model.query(c, NOW)
-        assert [id(s) for s in got] == [id(s) for s in want], (got, want)
+        assert same_spans(got, want), (got, want)
 
     @precondition(lambda self: hasattr(self, "model") and self.model.spans)
     @rule(data=st.data())
@@ -84,11 +90,11 @@ class StoreMachine(RuleBasedStateMachine):
         c = data.draw(matching_criteria(self.model.spans))
         with mock.patch.object(query_module, "now_unix_nano", lambda: NOW_SECONDS):
             got = query_spans(self.store, **to_query_kwargs(c))
-        assert [id(s) for s in got] == [id(s) for s in self.model.query(c, NOW_SECONDS)], c
+        assert same_spans(got, self.model.query(c, NOW_SECONDS)), c
 
     @rule(trace_id=st.sampled_from(TRACE_IDS))
     def trace(self, trace_id: str) -> None:
-        assert [id(s) for s in get_trace(self.store, trace_id)] == [id(s) for s in self.model.trace(trace_id)]
+        assert same_spans(get_trace(self.store, trace_id), self.model.trace(trace_id))
 
     @precondition(lambda self: self.path is not None)
     @rule()
@@ -106,9 +112,6 @@ class StoreMachine(RuleBasedStateMachine):
         assert sorted(map(repr, logged)) == sorted(map(repr, self.written))
         self.store = SpanStore(self.path, **self.limits)
         self.model = ReferenceStore(**self.limits)
-        reopened: dict[str, list[StoredSpan]] = {}  # the reopened objects, so that results compare by identity
-        for span in self.store.spans():
-            reopened.setdefault(repr(span), []).append(span)
         newest = logged[-self.limits["max_spans"] :]
         total = 0  # replay also stops at the byte budget: the newest spans up to the one that crosses it
         for index in range(len(newest) - 1, -1, -1):
@@ -117,8 +120,7 @@ class StoreMachine(RuleBasedStateMachine):
                 newest = newest[index:]
                 break
         for span in newest:
-            twins = reopened.get(repr(span))
-            self.model.add(twins.pop(0) if twins else span)
+            self.model.add(span)
         assert sorted(map(repr, self.store.spans())) == sorted(map(repr, self.model.spans))
         self.written = list(logged)
 
@@ -188,9 +190,9 @@ def test_memory_budget_evicts_by_estimate() -> None:
         assert store.add(span) == model.add(span)
         multi_evictions += model.evicted_traces - before >= 2
         stats = store.stats()
-        assert stats.memory_estimate_bytes == sum(map(estimated_bytes, model.spans)) <= budget
+        assert stats.memory_estimate_bytes == model.bytes <= budget
         assert stats.evicted_traces == model.evicted_traces
-        assert [id(s) for s in store.spans()] == [id(s) for s in model.spans]
+        assert same_spans(store.spans(), model.spans)
     assert multi_evictions >= 10  # a big span arriving after small ones must push out several traces at once
     sizes = {estimated_bytes(s) for s in model.spans}
     assert max(sizes) > 10 * min(sizes)
@@ -297,7 +299,26 @@ def test_compaction_keeps_indices_exact_through_a_long_eviction_run() -> None:
     newest = query_spans(store, attributes={"n": 3}, limit=5)
     assert [s.attributes["n"] for s in newest] == [3] * 5
     assert newest[0].start_time_unix_nano == max(i for i in range(20_000) if i % 7 == 3)
-    assert sum(len(v) for v in store._by_name.values()) < 2 * 500 + 4096
+    assert sum(len(posting_seqs(v)) for v in store._columns.by_name.values()) < 2 * 500 + 4096
+    assert len(store._columns.chunks) <= 2 + 500 // CHUNK_ROWS  # chunks of evicted rows are freed whole
+
+
+def test_seqs_are_renumbered_before_they_overflow() -> None:
+    """Seqs are 32-bit: when they would overflow, the rows held are renumbered from 0 and every index follows."""
+    store = SpanStore(max_spans=700)
+    store._columns.seq_limit = 3 * CHUNK_ROWS
+    for i in range(12_000):
+        attributes = AttributeMap.of({"n": i % 7, "route": f"/r{i % 3}", "ratio": i / 7})
+        store.add(make_span(i // 4 + 1, i + 1, start=i, attributes=attributes))
+        if i % 997 == 0:
+            store._check()
+    store._check()
+    assert store._columns.next_seq <= 3 * CHUNK_ROWS
+    newest = query_spans(store, attributes={"n": 3}, limit=3)
+    assert [s.start_time_unix_nano for s in newest] == [i for i in range(11_999, 0, -1) if i % 7 == 3][:3]
+    assert [s.start_time_unix_nano for s in query_spans(store, attributes=[("ratio", ">=", 11_990 / 7)])] == list(
+        range(11_999, 11_989, -1)
+    )
 
 
 @pytest.mark.stress
@@ -395,30 +416,31 @@ def test_a_span_with_plain_dict_attributes_is_refused_and_leaves_the_store_whole
     ids=["int-array", "str-array", "bytes", "long-str", "kvlist"],
 )
 def test_memory_estimate_counts_every_value_type_against_measured_memory(make_value) -> None:
-    """The byte estimate follows what the values really take (tracemalloc), whatever their type: within 0.5x-3x."""
+    """The byte estimate follows what the store really allocates for a value (tracemalloc around add_many), whatever
+    its type: within 0.67x-1.5x."""
     import tracemalloc
 
     store = SpanStore(max_bytes=1 << 40)
+    spans = [
+        StoredSpan(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            name="big",
+            start_time_unix_nano=i,
+            end_time_unix_nano=i + 1,
+            attributes=AttributeMap.of({"payload": make_value(i)}),
+        )
+        for i in range(20)
+    ]
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        spans = [
-            StoredSpan(
-                trace_id=f"{i + 1:032x}",
-                span_id=f"{i + 1:016x}",
-                name="big",
-                start_time_unix_nano=i,
-                end_time_unix_nano=i + 1,
-                attributes=AttributeMap.of({"payload": make_value(i)}),
-            )
-            for i in range(20)
-        ]
+        store.add_many(spans)
         measured = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    store.add_many(spans)
     estimate = store.stats().memory_estimate_bytes
-    assert 0.5 * measured <= estimate <= 3 * measured, (estimate, measured)
+    assert 0.67 * measured <= estimate <= 1.5 * measured, (estimate, measured)
 
 
 def test_a_query_converts_only_what_was_waiting_when_it_began(monkeypatch) -> None:
