@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import bench_crashes
 from spanstore.log import SpanLog
 from spanstore.model import StoredSpan
 from spanstore.store import SpanStore
@@ -81,43 +82,9 @@ def test_a_quiet_app_killed_after_two_flush_intervals_keeps_every_span(tmp_path,
     assert sorted(stored_names(store)) == sorted(f"span-{i}" for i in range(count))
 
 
-MULTIPROCESSING_APP = """
-    import multiprocessing, sys
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from spanstore.processor import FileBasedSpanProcessor
-
-    def setup():
-        if not isinstance(trace.get_tracer_provider(), TracerProvider):  # spawn/forkserver children start bare
-            provider = TracerProvider()
-            # A long interval: nothing reaches the disk unless the child's exit flushes it.
-            provider.add_span_processor(FileBasedSpanProcessor(sys.argv[1], flush_interval_seconds=3600))
-            trace.set_tracer_provider(provider)
-
-    def work(k):
-        setup()
-        tracer = trace.get_tracer("mp")
-        for i in range(int(sys.argv[3])):
-            tracer.start_span(f"{sys.argv[2]}-{k}-{i}").end()
-        return k
-
-    if __name__ == "__main__":
-        method, how = sys.argv[2].split("-")
-        multiprocessing.set_start_method(method)
-        setup()
-        if how == "process":
-            children = [multiprocessing.Process(target=work, args=(k,)) for k in range(4)]
-            for child in children:
-                child.start()
-            for child in children:
-                child.join()
-            assert all(child.exitcode == 0 for child in children)
-        else:
-            pool = multiprocessing.Pool(2)
-            assert sorted(pool.map(work, range(4))) == [0, 1, 2, 3]
-            pool.close()
-            pool.join()
-"""
+# The same application as the long fault job's (benchmarks/bench_crashes.py): 4 children, each ending spans with a
+# flush interval of an hour, so only their exit flush can write them.
+MULTIPROCESSING_APP = bench_crashes.MULTIPROCESSING_APP
 
 
 @pytest.mark.parametrize("mode", ["fork-process", "fork-pool", "spawn-process", "forkserver-pool"])
