@@ -37,12 +37,20 @@ import threading
 import weakref
 from array import array
 from collections.abc import Iterable, Sequence
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from spanstore.errors import InvalidQueryError, TraceNotFoundError
 from spanstore.model import StatusCode, StoredSpan
-from spanstore.query import TraceSummary, _build_query, _run, _summarize, get_trace, normalize_trace_id
+from spanstore.query import (
+    SpanQuery,
+    TraceSummary,
+    _build_query,
+    _run_seqs,
+    _summarize,
+    get_trace,
+    normalize_trace_id,
+)
 from spanstore.store import now_unix_nano
 
 if TYPE_CHECKING:
@@ -596,12 +604,54 @@ class OperationStats:
     newest_error_trace_id: str | None
 
 
-_operation_fields = attrgetter("resource", "name", "start_time_unix_nano", "end_time_unix_nano")
-
-
 def _nearest_rank(ordered: Sequence[int], fraction: float) -> int:
     rank = -(-len(ordered) * fraction // 1)  # ceil(n * fraction)
     return ordered[max(1, int(rank)) - 1]
+
+
+def _operation_stats_by_window(columns: Any, since: int | None, until: int | None) -> dict[tuple[str, str], list[Any]]:
+    """operation_stats' entries for a query that is only a time window: a walk over the chunks' arrays, rows
+    grouped by their context id (one per name and resource) before any string is looked at."""
+    from spanstore.columns import _DEAD, _STATUS_SHIFT, SHIFT
+
+    low = 0 if since is None else since
+    high = 2**64 if until is None else until
+    by_context: dict[int, list[Any]] = {}  # context id -> [durations, errors, newest error seq, its start]
+    get = by_context.get
+    for index, chunk in enumerate(columns.chunks):
+        first_seq = (columns.first_chunk + index) << SHIFT
+        for slot, (start, end, context, bits) in enumerate(
+            zip(chunk.starts, chunk.ends, chunk.contexts, chunk.bits, strict=False)
+        ):
+            if bits & _DEAD or not low <= start < high:
+                continue
+            entry = get(context)
+            if entry is None:
+                entry = by_context[context] = [[], 0, None, -1]
+            entry[0].append(end - start)
+            if (bits >> _STATUS_SHIFT) & 3 == 2:
+                entry[1] += 1
+                if start >= entry[3]:
+                    entry[2], entry[3] = first_seq + slot, start
+    names = columns.names.values
+    resources = columns.resources.values
+    contexts = columns.contexts.values
+    merged: dict[tuple[str, str], list[Any]] = {}
+    for context, (durations, errors, newest, newest_start) in by_context.items():
+        name_id, resource_id, _, _ = contexts[context]
+        key = (resources[resource_id].service_name, names[name_id])
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [durations, errors, newest, newest_start]
+            continue
+        entry[0].extend(durations)
+        entry[1] += errors
+        if newest is not None and newest_start >= entry[3]:
+            entry[2], entry[3] = newest, newest_start
+    for entry in merged.values():
+        if entry[2] is not None:
+            entry[2] = columns.trace_id_of(entry[2])
+    return merged
 
 
 def operation_stats(store: SpanStore, *, sort: str = "count", **criteria: Any) -> list[OperationStats]:
@@ -622,40 +672,34 @@ def operation_stats(store: SpanStore, *, sort: str = "count", **criteria: Any) -
         if name in criteria:
             raise InvalidQueryError(f"operation_stats takes no {name!r}: it summarizes every matching span")
     query = _build_query(None, criteria).replace(order="oldest", limit=None)
-    errors_too = query.status is None or query.status == _ERROR
-    error_query = query.replace(status=_ERROR)
     now = now_unix_nano()
-    spans, errors = store._read(  # one snapshot for both
-        lambda s: (list(_run(s, query, now)), list(_run(s, error_query, now)) if errors_too else [])
-    )
-    # One pass over the spans (the cost is touching them: ~0.5 µs a span); errors come from the status index.
-    durations_of: dict[tuple[int, str], list[int]] = {}
-    resources: dict[int, Any] = {}
-    get = durations_of.get
-    for resource, name, start, end in map(_operation_fields, spans):
-        key = (id(resource), name)
-        durations = get(key)
-        if durations is None:
-            durations_of[key] = [end - start]
-            resources[id(resource)] = resource
-        else:
-            durations.append(end - start)
-    del spans
-    # Resources with one service name but other attributes (two hosts) make one service here.
-    service_of = {rid: resource.service_name for rid, resource in resources.items()}
-    merged: dict[tuple[str, str], list[Any]] = {}
-    for (rid, name), durations in durations_of.items():
-        key = (service_of[rid], name)
-        entry = merged.get(key)
-        if entry is None:
-            merged[key] = [durations, 0, None, -1]
-        else:
-            entry[0] = entry[0] + durations
-    for span in errors:  # oldest first
-        entry = merged[(service_of[id(span.resource)], span.name)]
-        entry[1] += 1
-        if span.start_time_unix_nano >= entry[3]:  # the newest error by start; among equal starts, the last
-            entry[2], entry[3] = span.trace_id, span.start_time_unix_nano
+
+    window_only = dataclasses.replace(query, since=None, until=None, last=None) == SpanQuery(order="oldest")
+
+    def collect(locked: SpanStore) -> dict[tuple[str, str], list[Any]]:
+        # From the packed columns alone (service, name, times, status of each matching row): no StoredSpan is
+        # built, which is what a span costs to touch (~0.5 µs here against ~6 µs to build one).
+        columns = locked._columns
+        if window_only:
+            return _operation_stats_by_window(columns, *query.window(now))
+        merged: dict[tuple[str, str], list[Any]] = {}
+        get = merged.get
+        for start, seq, end, _is_root, name, service, is_error in columns.summary_rows(_run_seqs(locked, query, now)):
+            key = (service, name)
+            entry = get(key)
+            if entry is None:
+                entry = merged[key] = [[], 0, None, -1]
+            entry[0].append(end - start)
+            if is_error:
+                entry[1] += 1
+                if start >= entry[3]:  # the newest error by start; among equal starts, the last
+                    entry[2], entry[3] = seq, start
+        for entry in merged.values():
+            if entry[2] is not None:
+                entry[2] = columns.trace_id_of(entry[2])
+        return merged
+
+    merged = store._read(collect)  # one snapshot
     rows = []
     for (service, name), (durations, errors, newest_error, _) in merged.items():
         durations.sort()
