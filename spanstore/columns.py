@@ -1170,9 +1170,15 @@ class SpanColumns:
             if attribute is None or value != value:
                 return [], True, True
             found = []
-            if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT or kind is float:
+            try:
+                as_float_exactly = kind is float or float(value) == value
+            except OverflowError:  # an int beyond any float
+                as_float_exactly = False
+            # Floats live in the numeric runs: an int beyond 2**53 that a float equals exactly (2**60 == 2.0**60)
+            # must find them there too, as ints and floats compare numerically.
+            if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT or as_float_exactly:
                 found = attribute.numbers.postings(value, value)
-            exact = kind is float or float(value) == value
+            exact = as_float_exactly
             in_order = True
             if kind is int or value.is_integer():
                 big = attribute.values.get(int(value))

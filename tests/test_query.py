@@ -455,3 +455,18 @@ def test_matches_refuses_what_re2_cannot_match_in_linear_time(pattern: str) -> N
     """Backreferences and lookaround are not RE2 (nor TraceQL): refused with the reason, not silently slow."""
     with pytest.raises(InvalidQueryError, match=r"invalid regular expression .* \(expected RE2 syntax\)"):
         AttributeFilter("k", pattern, "matches")
+
+
+def test_an_int_beyond_2_53_finds_the_floats_equal_to_it() -> None:
+    """Ints and floats compare numerically: `ratio == 2**60` finds spans holding 2.0**60 too (the index keeps such
+    ints apart from the float runs; found by the queries drawn from stored spans)."""
+    store = SpanStore()
+    values = [2**60, float(2**60), 2**60 + 1]
+    for i, value in enumerate(values, start=1):
+        store.add(span(1, i, start=i, attributes=AttributeMap.of({"ratio": value})))
+    found = query_spans(store, attributes={"ratio": 2**60}, order="oldest")
+    assert [s.attributes["ratio"] for s in found] == [2**60, float(2**60)]
+    assert [s.attributes["ratio"] for s in query_spans(store, attributes={"ratio": float(2**60)})] == [
+        float(2**60),
+        2**60,
+    ]
