@@ -121,32 +121,34 @@ def _plantings(root: Path) -> list[dict[str, Any]]:
 # --- fuzz --------------------------------------------------------------------------------------------------------
 
 
-def _nodes(value: Any, path: tuple = ()) -> list[tuple]:
+def json_paths(value: Any, path: tuple = ()) -> list[tuple]:
+    """Every path into a JSON value (the root included); shared with tests/test_import_faults.py."""
     found = [path]
     if isinstance(value, dict):
         for key, item in value.items():
-            found.extend(_nodes(item, (*path, key)))
+            found.extend(json_paths(item, (*path, key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found.extend(_nodes(item, (*path, index)))
+            found.extend(json_paths(item, (*path, index)))
     return found
 
 
-def _replace(value: Any, path: tuple, new: Any) -> Any:
+def replace_at(value: Any, path: tuple, new: Any) -> Any:
+    """A copy of a JSON value with the node at ``path`` replaced by ``new``."""
     if not path:
         return new
     head, rest = path[0], path[1:]
     if isinstance(value, dict):
-        return {**value, head: _replace(value[head], rest, new)}
-    return [_replace(item, rest, new) if i == head else item for i, item in enumerate(value)]
+        return {**value, head: replace_at(value[head], rest, new)}
+    return [replace_at(item, rest, new) if i == head else item for i, item in enumerate(value)]
 
 
 def _structural(rng: random.Random, data: bytes, jsonl: bool) -> bytes:
     documents = [json.loads(line) for line in data.splitlines()] if jsonl else [json.loads(data)]
     for _ in range(rng.randint(1, 3)):
         which = rng.randrange(len(documents))
-        path = rng.choice(_nodes(documents[which]))
-        documents[which] = _replace(documents[which], path, rng.choice(_HOSTILE))
+        path = rng.choice(json_paths(documents[which]))
+        documents[which] = replace_at(documents[which], path, rng.choice(_HOSTILE))
     return b"\n".join(json.dumps(document).encode() for document in documents) + b"\n"
 
 

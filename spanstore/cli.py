@@ -1183,10 +1183,7 @@ def _wait_for_store(path: Path, out: _Output) -> SpanLog:
 
 def _expand_inputs(inputs: Sequence[str], store_path: Path) -> tuple[list[Path], list[str]]:
     """The files named by FILE|DIR|GLOB arguments (each once, in order), and a problem line per unmatched argument."""
-    from spanstore.log import MARKER_NAME, SEGMENT_PREFIX, SEGMENT_SUFFIX
-
-    def is_segment_name(name: str) -> bool:
-        return name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)
+    from spanstore.log import MARKER_NAME, is_segment_name
 
     files: list[Path] = []
     problems: list[str] = []

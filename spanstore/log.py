@@ -47,7 +47,7 @@ from spanstore.errors import CorruptLineError, LockTimeoutError, NotAStoreError,
 from spanstore.model import StoredSpan
 from spanstore.otlp import DEFAULT_MAX_LINE_BYTES, decode_line, encode_spans
 
-__all__ = ["FsyncPolicy", "LogPosition", "LogStats", "SkippedLine", "SpanLog", "segment_name"]
+__all__ = ["FsyncPolicy", "LogPosition", "LogStats", "SkippedLine", "SpanLog", "is_segment_name", "segment_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,15 @@ try:  # portalocker >= 3 on POSIX: call its flock locker directly, skipping ~6 Â
     _lock_fd, _unlock_fd = _flock.lock, _flock.unlock
 except ImportError:  # pragma: no cover - older portalocker or Windows
     _lock_fd, _unlock_fd = portalocker.lock, portalocker.unlock
+
+
+def is_segment_name(name: str) -> bool:
+    """True for a segment file's name (``spans-000003.jsonl``).
+
+    >>> is_segment_name("spans-000003.jsonl"), is_segment_name("spanstore.json")
+    (True, False)
+    """
+    return _SEGMENT_RE.match(name) is not None
 
 
 def segment_name(sequence: int) -> str:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spanstore.log as log_module
+from benchmarks.bench_faults import json_paths, replace_at
 from spanstore import otlp
 from spanstore.cli import main
 from spanstore.log import SpanLog
@@ -58,27 +59,6 @@ def hostile_values() -> st.SearchStrategy[Any]:
     )
 
 
-def _nodes(value: Any, path: tuple = ()) -> list[tuple]:
-    """Every path into a JSON value (the root included)."""
-    found = [path]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(_nodes(item, (*path, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(_nodes(item, (*path, index)))
-    return found
-
-
-def _replace(value: Any, path: tuple, new: Any) -> Any:
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        return {**value, head: _replace(value[head], rest, new)}
-    return [_replace(item, rest, new) if i == head else item for i, item in enumerate(value)]
-
-
 @st.composite
 def structural_mutants(draw: st.DrawFn, name: str) -> bytes:
     """A fixture with one to three values replaced by hostile ones (each line of JSON Lines a document)."""
@@ -86,8 +66,8 @@ def structural_mutants(draw: st.DrawFn, name: str) -> bytes:
     documents = [json.loads(line) for line in lines]
     for _ in range(draw(st.integers(1, 3))):
         which = draw(st.integers(0, len(documents) - 1))
-        path = draw(st.sampled_from(_nodes(documents[which])))
-        documents[which] = _replace(documents[which], path, draw(hostile_values()))
+        path = draw(st.sampled_from(json_paths(documents[which])))
+        documents[which] = replace_at(documents[which], path, draw(hostile_values()))
     return b"\n".join(json.dumps(document).encode() for document in documents) + b"\n"
 
 
