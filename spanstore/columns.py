@@ -47,6 +47,7 @@ Nothing here locks: :class:`~spanstore.store.SpanStore` calls it under its lock.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 from array import array
@@ -100,6 +101,13 @@ _EXT_SURROGATE_STR = 4
 _EXT_LIST = 5
 _INT_MIN = -(1 << 63)
 _UINT_MAX = (1 << 64) - 1
+
+
+def long_string_hash(value: str) -> int:
+    """The index key of a string longer than :data:`MAX_REF_STRING`: a 64-bit hash that is the same in every process
+    (``hash()`` of a str is salted per process, and index files outlive processes)."""
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def duration_bucket(duration_ns: int) -> int:
@@ -693,7 +701,7 @@ class SpanColumns:
                         mask |= bit
                         size += 9
                     else:
-                        attribute.hashes.add(hash(value), seq)
+                        attribute.hashes.add(long_string_hash(value), seq)
                         payload.append(value)
                         size += 24 + (len(value) if value.isascii() else _utf8_length(value))
                 elif kind is int:
@@ -1159,7 +1167,7 @@ class SpanColumns:
             if len(value) <= MAX_REF_STRING:
                 ident = attribute.strings.ids.get(value)
                 return ([attribute.postings[ident]] if ident is not None else []), True, True
-            value_hash = hash(value)
+            value_hash = long_string_hash(value)
             return attribute.hashes.postings(value_hash, value_hash), False, True
         if kind is bool:
             if attribute is None:

@@ -6,6 +6,8 @@ A store directory holds::
     spanstore.lock          the cross-process lock file (portalocker, around each batch append)
     spans-000001.jsonl      segments, oldest first; every line one OTLP ``TracesData`` object
     spans-000002.jsonl      ... the newest segment is the one being written
+    index-000001.spanstore  derived: the store's packed state after segment 1 (spanstore.index_file); never
+                            the truth, rebuilt from the segments whenever it is missing, stale or damaged
 
 Segments are plain OTLP JSON Lines, so the OpenTelemetry Collector's ``otlp_json_file`` receiver (and
 ``spanstore import``) read them as they are.
@@ -47,7 +49,18 @@ from spanstore.errors import CorruptLineError, LockTimeoutError, NotAStoreError,
 from spanstore.model import StoredSpan
 from spanstore.otlp import DEFAULT_MAX_LINE_BYTES, decode_line, encode_spans
 
-__all__ = ["FsyncPolicy", "LogPosition", "LogStats", "SkippedLine", "SpanLog", "is_segment_name", "segment_name"]
+__all__ = [
+    "FsyncPolicy",
+    "LogPosition",
+    "LogStats",
+    "SegmentFile",
+    "SkippedLine",
+    "SpanLog",
+    "index_name",
+    "index_sequence",
+    "is_segment_name",
+    "segment_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +78,9 @@ FORMAT_NAME = "spanstore-log"
 FORMAT_VERSION = 1
 
 _SEGMENT_RE = re.compile(r"spans-(\d{6,})\.jsonl\Z")
+INDEX_PREFIX = "index-"
+INDEX_SUFFIX = ".spanstore"
+_INDEX_RE = re.compile(r"index-(\d{6,})\.spanstore\Z")
 _FSYNC_POLICIES = ("never", "interval", "always")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -102,6 +118,33 @@ def segment_name(sequence: int) -> str:
     'spans-000003.jsonl'
     """
     return f"{SEGMENT_PREFIX}{sequence:06d}{SEGMENT_SUFFIX}"
+
+
+def index_name(sequence: int) -> str:
+    """The file name of the derived index that holds the store's state up to the end of segment ``sequence``.
+
+    >>> index_name(3)
+    'index-000003.spanstore'
+    """
+    return f"{INDEX_PREFIX}{sequence:06d}{INDEX_SUFFIX}"
+
+
+def index_sequence(name: str) -> int | None:
+    """The segment sequence number an index file's name covers up to, or None for any other name.
+
+    >>> index_sequence("index-000003.spanstore"), index_sequence("spans-000003.jsonl")
+    (3, None)
+    """
+    match = _INDEX_RE.match(name)
+    return int(match.group(1)) if match is not None else None
+
+
+class SegmentFile(NamedTuple):
+    """A segment as listed on disk: its sequence number, file name and size in bytes."""
+
+    sequence: int
+    name: str
+    size: int
 
 
 class LogPosition(NamedTuple):
@@ -578,6 +621,21 @@ class SpanLog:
         found.sort()
         return found
 
+    def segment_files(self) -> list[SegmentFile]:
+        """Every segment now in the directory, oldest first, with its size (a segment deleted meanwhile is left
+        out). The newest one is the segment being written; the others are sealed and never change."""
+        self._check_usable()
+        found = []
+        for seq, name in self._list_segments():
+            try:
+                size = os.lstat(os.path.join(self.path, name)).st_size
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _storage_error(exc, "stat segment", os.path.join(self.path, name)) from exc
+            found.append(SegmentFile(seq, name, size))
+        return found
+
     def _segment_path(self, sequence: int) -> str:
         return os.path.join(self.path, segment_name(sequence))
 
@@ -919,6 +977,8 @@ class SpanLog:
             except OSError as exc:
                 logger.warning("retention could not delete %s: %s", name, exc)
                 break
+            with contextlib.suppress(OSError):  # its derived index goes with it (a newer one may remain)
+                os.unlink(os.path.join(self.path, index_name(seq)))
             total -= size
             deleted += 1
         if deleted:
@@ -936,6 +996,7 @@ class SpanLog:
         max_spans: int | None = None,
         containing: bytes | None = None,
         trace_ids: Iterable[str] | None = None,
+        until_segment: int | None = None,
     ) -> tuple[list[StoredSpan], LogPosition]:
         """Read the spans appended after ``position`` (from the oldest segment when None), in log order.
 
@@ -951,6 +1012,8 @@ class SpanLog:
         ``containing`` decodes only the lines holding these bytes (say ``b'"traceId":"0af76519'``): a substring
         search is ~100x cheaper than decoding, so looking up one trace in a large log costs little more than
         reading the files. Every span of a line that matches is returned (callers filter further).
+
+        ``until_segment`` stops after that segment (a sealed one: say, to index it before reading on).
 
         ``trace_ids`` decodes only the lines naming one of these traces (lowercase hex), found with one regular
         expression scan of each line, so finding which of many traces a large log already holds (``spanstore
@@ -968,6 +1031,10 @@ class SpanLog:
                 raise ValueError("give containing or trace_ids, not both")
             wanted = frozenset(trace_id.encode("ascii", "replace") for trace_id in trace_ids)
         segments = self._list_segments()
+        sealed_only = False
+        if until_segment is not None:
+            sealed_only = bool(segments) and segments[-1][0] > until_segment
+            segments = [segment for segment in segments if segment[0] <= until_segment]
         if not segments:
             return [], position if position is not None else LogPosition(0, 0)
         plan = self._plan(segments, position)
@@ -975,7 +1042,7 @@ class SpanLog:
             return [], position if position is not None else LogPosition(0, 0)
         try:
             if max_spans is None:
-                return self._read_forward(plan, position, wanted)
+                return self._read_forward(plan, position, wanted, sealed_only)
             return self._read_newest(plan, position, max_spans, wanted)
         finally:
             self._warn_skip_summary()
@@ -1071,7 +1138,11 @@ class SpanLog:
         return count
 
     def _read_forward(
-        self, plan: list[tuple[int, str, int]], position: LogPosition | None, containing: _Wanted
+        self,
+        plan: list[tuple[int, str, int]],
+        position: LogPosition | None,
+        containing: _Wanted,
+        sealed_only: bool = False,
     ) -> tuple[list[StoredSpan], LogPosition]:
         out: list[StoredSpan] = []
         end_position = position if position is not None else LogPosition(plan[0][0], 0)
@@ -1079,7 +1150,7 @@ class SpanLog:
         paused_gc = False
         try:
             for index, (seq, name, offset) in enumerate(plan):
-                chunk = self._load(seq, name, offset, index == last)
+                chunk = self._load(seq, name, offset, index == last and not sealed_only)
                 if chunk is None:
                     self._count_missing(name)
                     end_position = LogPosition(seq + 1, 0)
@@ -1118,14 +1189,18 @@ class SpanLog:
         return out, end_position
 
     def read_newest_lines(
-        self, max_spans: int, consume: Callable[[list[StoredSpan]], object]
+        self,
+        max_spans: int,
+        consume: Callable[[list[StoredSpan]], object],
+        on_segment: Callable[[int], object] | None = None,
     ) -> tuple[int, LogPosition]:
         """Decode the lines holding the newest ``max_spans`` spans, newest line first, handing each line's spans to
         ``consume`` (in line order) instead of collecting them; return how many spans were handed over and the
         position reached. ``consume`` returning a true value stops the read there (the caller has enough: a byte
         budget reached, say). The oldest line handed over may hold more spans than are still wanted: the caller keeps
         the newest ``max_spans`` in all. What :meth:`read` with ``max_spans`` reads, without holding every decoded
-        span at once. Thread-safe, as :meth:`read`."""
+        span at once. ``on_segment(sequence)`` is called before the first line of each segment is handed over.
+        Thread-safe, as :meth:`read`."""
         self._check_usable()
         segments = self._list_segments()
         plan = self._plan(segments, None) if segments else []
@@ -1138,7 +1213,7 @@ class SpanLog:
             count += len(line_spans)
             return consume(line_spans)
 
-        end_position = self._iter_newest(plan, None, max_spans, None, counted)
+        end_position = self._iter_newest(plan, None, max_spans, None, counted, on_segment)
         with self._stats_lock:
             self._spans_read += min(count, max_spans)
         return count, end_position
@@ -1150,6 +1225,7 @@ class SpanLog:
         max_spans: int,
         containing: bytes | None,
         consume: Callable[[list[StoredSpan]], object],
+        on_segment: Callable[[int], object] | None = None,
     ) -> LogPosition:
         count = 0
         enough = False
@@ -1170,6 +1246,8 @@ class SpanLog:
                 if max_spans == 0:
                     break
             base = self._line_base(seq, name, chunk.start)
+            if on_segment is not None:
+                on_segment(seq)
             for i in range(len(chunk.pieces) - 1, -1, -1):
                 line_spans: list[StoredSpan] = []
                 self._decode_pieces(seq, name, chunk, (i,), base, line_spans, containing)
@@ -1317,6 +1395,21 @@ class SpanLog:
                 skipped.segment,
                 skipped.reason,
             )
+
+    def skipped_in(self, sequences: Iterable[int]) -> list[SkippedLine]:
+        """The recorded skipped lines (the last 100 met) that lie in these segments."""
+        names = {segment_name(seq) for seq in sequences}
+        with self._stats_lock:
+            return [skipped for skipped in self._skipped if skipped.segment in names]
+
+    def restore_skipped(self, skipped: Iterable[SkippedLine]) -> None:
+        """Count skipped lines met by an earlier reader (an index file records those of the segments it holds, which
+        an open from the index does not read again)."""
+        for line in skipped:
+            match = _SEGMENT_RE.match(line.segment)
+            seq = int(match.group(1)) if match is not None else 0
+            self._record_skip((seq, -line.line_number), line)
+        self._warn_skip_summary()
 
     def _warn_skip_summary(self) -> None:
         """One warning for the skipped lines not warned about one by one (called at the end of each read)."""

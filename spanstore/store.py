@@ -81,6 +81,19 @@ MAX_INDEXED_STRING = MAX_REF_STRING
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
 _INBOX_DRAIN_THRESHOLD = 8192
+#: The store's counters an index file keeps (see spanstore.index_file).
+_INDEXED_COUNTERS = (
+    "_span_count",
+    "_row_bytes",
+    "_error_count",
+    "_added",
+    "_evicted_traces",
+    "_evicted_spans",
+    "_dropped_trace_cap",
+    "_dropped_invalid",
+    "_dead_since_compaction",
+    "_service_counts",
+)
 # How long a fork waits for a busy store's lock before it goes ahead without it (see SpanStore._before_fork).
 _FORK_LOCK_TIMEOUT_SECONDS = 10.0
 
@@ -225,6 +238,7 @@ class SpanStore:
         flush_interval_seconds: float = 0.5,
         max_batch: int = 1024,
         max_queue: int = 100_000,
+        read_only: bool = False,
     ) -> None:
         for name, value in (("max_spans", max_spans), ("max_bytes", max_bytes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -245,8 +259,12 @@ class SpanStore:
         self._drainer = _InboxDrainer(self)
         self._observers: list[Callable[[str, bool], None]] = []
         self.path = None
+        self.read_only = read_only
+        self._index_report: dict[str, Any] = {"loaded": None, "spans_loaded": 0, "rejected": 0, "written": None}
         if path is not None:
             self._open_log(path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue)
+        elif read_only:
+            raise InvalidQueryError("read_only needs a path: a memory-only store has nothing to read")
         forksafe.register(self)
 
     # --- setup --------------------------------------------------------------------------------------------------
@@ -274,10 +292,16 @@ class SpanStore:
         from spanstore.log import SpanLog
         from spanstore.writer import LogWriter
 
-        self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes)
+        if self.read_only:
+            self._log = SpanLog(path, create=False, fsync="never", max_bytes=None)
+        else:
+            self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes)
         self.path = self._log.path
-        self._load_newest()
+        with self._lock:
+            self._load_log()
         release_free_memory()
+        if self.read_only:
+            return
         self._writer = LogWriter(
             self._log,
             flush_interval_seconds=flush_interval_seconds,
@@ -286,7 +310,88 @@ class SpanStore:
             on_tick=self.drain,
         )
 
-    def _load_newest(self) -> None:
+    # --- opening: an index file, then the segments after it ---------------------------------------------------------
+    def _load_log(self) -> None:
+        """Load the log's newest spans: from the index file of the sealed segments when one is usable (then only
+        the segments after it are decoded), else by replaying the log; write a fresh index file when segments were
+        sealed since the last one (see :mod:`spanstore.index_file`)."""
+        from spanstore.index_file import find_index
+        from spanstore.log import LogPosition
+
+        segments = self._log.segment_files()
+        if not segments:
+            self._log_position = LogPosition(0, 0)
+            return
+        sealed, live = segments[:-1], segments[-1]
+        loaded = None
+        if sealed:
+            loaded, problem = find_index(str(self.path), self._budgets(), sealed)
+            if problem is not None:
+                self._index_report["rejected"] += 1
+                self._index_report["problem"] = problem
+                logger.warning(
+                    "span store %s: ignoring an index file (%s); rebuilding it from the log", self.path, problem
+                )
+        if loaded is not None:
+            covered = loaded.last_segment
+            tail = [segment for segment in sealed if segment.sequence > covered]
+            held = sum(segment.size for segment in sealed if segment.sequence <= covered)
+            if sum(segment.size for segment in tail) > held:
+                loaded = None  # far behind: replaying the newest spans reads less than the index and its tail
+        if loaded is None:
+            self._replay_newest(sealed, live)
+            return
+        self._adopt_index(loaded, sealed)
+        kept = [entry for entry in loaded.header.segments if any(s.sequence == entry[0] for s in sealed)]
+        for segment in tail:
+            first_row = self._columns.next_seq
+            spans, _ = self._log.read(LogPosition(segment.sequence, 0), until_segment=segment.sequence)
+            for span in spans:
+                self._add_locked(span)
+            del spans
+            kept.append(self._segment_entry(segment, first_row))
+        if tail:
+            names = {segment.name for segment in sealed}
+            skipped = [line for line in loaded.header.skipped if line[0] in names]
+            skipped += [_skipped_fields(line) for line in self._log.skipped_in(segment.sequence for segment in tail)]
+            self._write_index_locked(kept, skipped)
+        spans, self._log_position = self._log.read(LogPosition(live.sequence, 0))
+        for span in spans:
+            self._add_locked(span)
+
+    def _budgets(self) -> tuple[int, int, int]:
+        return (self.max_spans, self.max_bytes, self.max_spans_per_trace)
+
+    def _segment_entry(self, segment: Any, first_row: int) -> tuple[int, int, int, int]:
+        from spanstore.index_file import segment_identity
+
+        return (segment.sequence, segment.size, segment_identity(str(self.path), segment), first_row)
+
+    def _adopt_index(self, loaded: Any, sealed: list[Any]) -> None:
+        from spanstore.index_file import skipped_lines
+
+        self._columns = loaded.columns
+        self._traces = loaded.traces
+        self._trace_order = loaded.trace_order
+        for name, value in loaded.counters.items():
+            setattr(self, name, value)
+        name = f"index-{loaded.last_segment:06d}"
+        self._index_report.update(loaded=name, spans_loaded=self._span_count)
+        self._log.restore_skipped(skipped_lines(loaded.header))
+        # Rows of segments that retention deleted since the file was written: the oldest traces, evicted whole.
+        present = {segment.sequence for segment in sealed}
+        cut = next(first_row for sequence, _, _, first_row in loaded.header.segments if sequence in present)
+        evicted = False
+        while self._trace_order and self._traces[self._trace_order[0]][0] < cut:
+            self._evict_trace_locked(self._trace_order.popleft())
+            evicted = True
+        if evicted:
+            self._columns.drop_dead_chunks()
+            self._compact_locked()
+        if self._span_count > self.max_spans or self._bytes > self.max_bytes:
+            self._evict_locked()
+
+    def _replay_newest(self, sealed: list[Any], live: Any) -> None:
         # The newest max_spans spans of the log, packed as they are decoded (newest first) into scratch columns, then
         # added oldest first. A million decoded spans alive at once would cost ~800 MB, and the small-object
         # allocator would keep that much after they are gone; packed, they cost ~200 bytes each, and the scratch
@@ -297,6 +402,7 @@ class SpanStore:
         # huge spans is never decoded (or held) beyond what the store can keep.
         budget = self.max_bytes
         taken = 0
+        starts: list[tuple[int, int]] = []  # (segment, first scratch seq of its lines), newest segment first
 
         def pack(line_spans: list[StoredSpan]) -> bool:
             nonlocal taken
@@ -307,13 +413,56 @@ class SpanStore:
                 taken += _estimate_bytes(span)
             return scratch.next_seq >= wanted or taken >= budget
 
-        _, self._log_position = self._log.read_newest_lines(wanted, pack)
-        with self._lock:
-            chunks = scratch.chunks
-            for seq in range(scratch.next_seq - 1, -1, -1):
-                self._add_locked(scratch.span(seq))
-                if not seq & (CHUNK_ROWS - 1):
-                    chunks.pop()  # every row of the last chunk is in the store now
+        def on_segment(sequence: int) -> None:
+            starts.append((sequence, scratch.next_seq))
+
+        _, self._log_position = self._log.read_newest_lines(wanted, pack, on_segment)
+        # Scratch seqs of the sealed segments' spans are those from `boundary` on (the live segment's come first).
+        boundary = next((start for sequence, start in starts if sequence != live.sequence), scratch.next_seq)
+        # Segment of each scratch seq range, oldest first, to record where each segment's rows start in the store.
+        ranges = sorted(((start, sequence) for sequence, start in starts), reverse=True)
+        first_rows: dict[int, int] = {}
+        chunks = scratch.chunks
+        range_index = 0
+        for seq in range(scratch.next_seq - 1, -1, -1):
+            while range_index < len(ranges) and seq < ranges[range_index][0]:
+                range_index += 1
+            if range_index < len(ranges) and ranges[range_index][1] not in first_rows:
+                first_rows[ranges[range_index][1]] = self._columns.next_seq
+            if seq == boundary - 1 and sealed:
+                self._index_sealed(sealed, first_rows)
+            self._add_locked(scratch.span(seq))
+            if not seq & (CHUNK_ROWS - 1):
+                chunks.pop()  # every row of the last chunk is in the store now
+        if boundary == 0 and sealed:
+            self._index_sealed(sealed, first_rows)
+
+    def _index_sealed(self, sealed: list[Any], first_rows: dict[int, int]) -> None:
+        """Write the index file of the sealed segments, the store holding exactly their newest spans."""
+        entries = []
+        first_row = self._columns.next_seq  # a segment that gave no row starts where the next newer one does
+        for segment in reversed(sealed):
+            first_row = first_rows.get(segment.sequence, first_row)
+            entries.append(self._segment_entry(segment, first_row))
+        entries.reverse()
+        # Rows older than every segment's first row were not decoded (beyond the budget): the oldest segment owns
+        # whatever precedes the next one.
+        skipped = [_skipped_fields(line) for line in self._log.skipped_in(segment.sequence for segment in sealed)]
+        self._write_index_locked(entries, skipped)
+
+    def _write_index_locked(self, segments: list[tuple[int, int, int, int]], skipped: list[Any]) -> None:
+        from spanstore.index_file import FORMAT_VERSION, IndexHeader, native_layout, write_index
+
+        header = IndexHeader(FORMAT_VERSION, native_layout(), self._budgets(), segments, skipped)
+        counters = {name: getattr(self, name) for name in _INDEXED_COUNTERS}
+        try:
+            written = write_index(str(self.path), header, self._columns, self._traces, self._trace_order, counters)
+        except OSError as exc:
+            logger.warning(
+                "span store %s: could not write an index file (opening will replay the log): %s", self.path, exc
+            )
+            return
+        self._index_report["written"] = os.path.basename(written)
 
     def _before_fork(self) -> None:
         # Held across fork(): the child's indices are then never halfway through another thread's update. Bounded,
@@ -488,27 +637,31 @@ class SpanStore:
     def _evict_locked(self) -> None:
         columns = self._columns
         while (self._span_count > self.max_spans or self._bytes > self.max_bytes) and self._trace_order:
-            trace_id = self._trace_order.popleft()
-            seqs = self._traces.pop(trace_id)
-            for seq in seqs:
-                size, service, status = columns.kill(seq)
-                self._span_count -= 1
-                self._row_bytes -= size
-                count = self._service_counts[service] - 1
-                if count:
-                    self._service_counts[service] = count
-                else:
-                    del self._service_counts[service]
-                if status == 2:
-                    self._error_count -= 1
-            self._evicted_traces += 1
-            self._evicted_spans += len(seqs)
-            self._dead_since_compaction += len(seqs)
-            if self._observers:
-                self._notify_locked(trace_id, True)
+            self._evict_trace_locked(self._trace_order.popleft())
         columns.drop_dead_chunks()
         if self._dead_since_compaction > max(4096, self._span_count // 4):
             self._compact_locked()
+
+    def _evict_trace_locked(self, trace_id: str) -> None:
+        """Drop a trace already taken off ``_trace_order``: kill its rows, update the counts, tell observers."""
+        columns = self._columns
+        seqs = self._traces.pop(trace_id)
+        for seq in seqs:
+            size, service, status = columns.kill(seq)
+            self._span_count -= 1
+            self._row_bytes -= size
+            count = self._service_counts[service] - 1
+            if count:
+                self._service_counts[service] = count
+            else:
+                del self._service_counts[service]
+            if status == 2:
+                self._error_count -= 1
+        self._evicted_traces += 1
+        self._evicted_spans += len(seqs)
+        self._dead_since_compaction += len(seqs)
+        if self._observers:
+            self._notify_locked(trace_id, True)
 
     def _compact_locked(self) -> None:
         """Drop dead seqs from every posting list (cut the front, filter holes), and empty lists.
@@ -787,6 +940,10 @@ class SpanStore:
 
 
 _UINT64_MAX = 2**64 - 1
+
+
+def _skipped_fields(line: Any) -> tuple[str, int, str, bool]:
+    return (line.segment, line.line_number, line.reason, line.torn)
 
 
 def _check_span(span: object) -> None:

@@ -1,0 +1,628 @@
+"""Index files: a store's packed state on disk, beside the sealed segments it was built from.
+
+Why
+---
+Opening a store replays its log: decoding OTLP JSON and indexing it costs ~35 µs a span, 35 s for a full store of a
+million spans. An index file holds what that replay builds (the :class:`~spanstore.columns.SpanColumns` chunks, tables
+and posting lists, and the store's trace lists and counters) as it stood after the last sealed segment; opening loads
+it with a few large reads and replays only the segments that came after it, normally just the live one.
+
+Why one file for the state, not one a segment: every table and posting list of the engine spans all segments (a
+string is interned once for the whole store; a posting list holds the rows of every segment), so per-segment files
+would have to be merged id by id on open, which costs as much as indexing again. So the file is the engine's
+state after segment ``n``, ``index-<n>.spanstore``, and a newer one replaces it; see :mod:`spanstore.log` for the
+directory layout.
+
+The log stays the only source of truth. An index file is used only when everything checks out: its magic and format
+version, the byte order, the store's budgets (``max_spans``, ``max_bytes``, ``max_spans_per_trace``), the identity of
+every segment it covers (size, and a CRC-32 of its last 64 KiB), and a CRC-32 of every frame. Anything else (missing,
+stale, of another version, truncated, bit-flipped) is ignored with one warning and rebuilt by the replay that
+follows. Files are written to a temporary name (``O_EXCL | O_NOFOLLOW``, mode 0600) and renamed into place, so a
+reader never sees half a file and a writer killed mid-write leaves only a temporary file, removed later.
+
+Segments deleted by retention after the file was written are allowed: the rows that came from them (a prefix, the
+file records each segment's first row) are evicted as the file is loaded, whole traces at a time, as FIFO eviction
+would have.
+
+Format: the 16-byte magic, then frames. A frame is a 13-byte header (kind, payload length, CRC-32 of the payload)
+and its payload: msgpack (``OBJ``) or the raw bytes of an ``array`` (``RAW``, native byte order, recorded in the
+header frame). The last frame is ``END``: a file without it is truncated.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import struct
+import sys
+import time
+import zlib
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO
+
+import msgspec
+
+from spanstore.columns import _DECODE as _decode_value_payload
+from spanstore.columns import (
+    CHUNK_ROWS,
+    SEQ_TYPE,
+    SpanColumns,
+    _AttributeKey,
+    _BoolKey,
+    _Chunk,
+    _pack_value,
+    _Runs,
+    _Table,
+)
+from spanstore.columns import _encode as _encode_payload
+from spanstore.log import INDEX_PREFIX, SegmentFile, SkippedLine, index_name, index_sequence
+from spanstore.model import AttributeMap, Resource, Scope, share_keys
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IndexHeader",
+    "LoadedIndex",
+    "find_index",
+    "native_layout",
+    "segment_identity",
+    "skipped_lines",
+    "write_index",
+]
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"spanstore-index\n"
+#: Bumped whenever the layout of the file or of the engine's state changes: an older file is then ignored.
+FORMAT_VERSION = 1
+_FRAME = struct.Struct("<BQI")
+_OBJ = 1
+_RAW = 2
+_END = 3
+_TAIL_BYTES = 1 << 16
+_TEMP_SUFFIX = ".tmp"
+_STALE_TEMP_SECONDS = 3600.0
+_FILE_MODE = 0o600
+_NATIVE = {"byteorder": sys.byteorder, "I": array("I").itemsize, "Q": array("Q").itemsize, "q": array("q").itemsize}
+
+
+def native_layout() -> dict[str, Any]:
+    """This machine's byte order and array item sizes (the raw frames are native arrays)."""
+    return dict(_NATIVE)
+
+
+class IndexError_(Exception):
+    """An index file that cannot be used (the message says why); the caller replays instead."""
+
+
+class IndexHeader(msgspec.Struct, array_like=True):
+    """What an index file is: the budgets it was built under and the segments whose spans it holds."""
+
+    version: int
+    native: dict[str, Any]
+    budgets: tuple[int, int, int]  # max_spans, max_bytes, max_spans_per_trace
+    #: (sequence, size, CRC-32 of the last 64 KiB, first row seq of the segment's spans), oldest first
+    segments: list[tuple[int, int, int, int]]
+    skipped: list[tuple[str, int, str, bool]]  # skipped lines met in those segments (SkippedLine fields)
+
+
+class LoadedIndex(msgspec.Struct):
+    """The state an index file holds, ready for the store to adopt."""
+
+    header: IndexHeader
+    columns: SpanColumns
+    traces: dict[str, array]
+    trace_order: collections.deque[str]
+    counters: dict[str, Any]
+
+    @property
+    def last_segment(self) -> int:
+        return self.header.segments[-1][0]
+
+
+def segment_identity(directory: str, segment: SegmentFile) -> int:
+    """CRC-32 of a segment's last 64 KiB (with its size, what tells a sealed segment from any other file)."""
+    fd = os.open(os.path.join(directory, segment.name), os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        start = max(0, segment.size - _TAIL_BYTES)
+        return zlib.crc32(os.pread(fd, segment.size - start, start))
+    finally:
+        os.close(fd)
+
+
+# --- frames ---------------------------------------------------------------------------------------------------------
+_ENCODER = msgspec.msgpack.Encoder()
+_PLAIN_DECODE = msgspec.msgpack.Decoder().decode
+
+
+class _FrameWriter:
+    __slots__ = ("file",)
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        file.write(MAGIC)
+
+    def raw(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        self.file.write(_FRAME.pack(_RAW, view.nbytes, zlib.crc32(view)))
+        self.file.write(view)
+
+    def obj(self, value: Any, kind: int = _OBJ) -> None:
+        data = _ENCODER.encode(value)
+        self.file.write(_FRAME.pack(kind, len(data), zlib.crc32(data)))
+        self.file.write(data)
+
+    def payload(self, value: Any) -> None:
+        """A value holding attribute values of any type (tuples, maps, big ints stay what they are)."""
+        data = _encode_payload(value)
+        self.file.write(_FRAME.pack(_OBJ, len(data), zlib.crc32(data)))
+        self.file.write(data)
+
+
+class _FrameReader:
+    __slots__ = ("file", "remaining")
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file = file
+        if file.read(len(MAGIC)) != MAGIC:
+            raise IndexError_("not an index file (bad magic)")
+        self.remaining = size - len(MAGIC)
+
+    def _next(self, kind: int) -> bytes:
+        header = self.file.read(_FRAME.size)
+        if len(header) != _FRAME.size:
+            raise IndexError_("truncated (a frame header is cut short)")
+        found, length, crc = _FRAME.unpack(header)
+        self.remaining -= _FRAME.size
+        if found != kind:
+            raise IndexError_(f"expected a frame of kind {kind}, got {found}")
+        if length > self.remaining:
+            raise IndexError_(f"truncated (a frame of {length} bytes, {self.remaining} left in the file)")
+        data = self.file.read(length)
+        self.remaining -= length
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise IndexError_("checksum mismatch (the file is damaged)")
+        return data
+
+    def obj(self) -> Any:
+        return _PLAIN_DECODE(self._next(_OBJ))
+
+    def payload(self) -> Any:
+        return _decode_value_payload(self._next(_OBJ))
+
+    def raw(self, typecode: str) -> array:
+        values = array(typecode)
+        values.frombytes(self._next(_RAW))
+        return values
+
+    def raw_bytes(self) -> bytes:
+        return self._next(_RAW)
+
+    def end(self) -> None:
+        self._next(_END)
+        if self.remaining:
+            raise IndexError_(f"{self.remaining} unexpected bytes after the end")
+
+
+# --- postings -------------------------------------------------------------------------------------------------------
+_NONE = -1
+_ONE = -2
+
+
+def _write_postings(out: _FrameWriter, postings: Iterable[Any]) -> None:
+    """Posting lists (None, an int, or an array of seqs) as two arrays: a length each (-1 None, -2 int) and the seqs."""
+    lengths = array("q")
+    flat = array(SEQ_TYPE)
+    for posting in postings:
+        if posting is None:
+            lengths.append(_NONE)
+        elif type(posting) is int:
+            lengths.append(_ONE)
+            flat.append(posting)
+        else:
+            lengths.append(len(posting))
+            flat.extend(posting)
+    out.raw(lengths)
+    out.raw(flat)
+
+
+def _read_postings(source: _FrameReader) -> list[Any]:
+    lengths = source.raw("q")
+    flat = source.raw(SEQ_TYPE)
+    postings: list[Any] = []
+    append = postings.append
+    at = 0
+    for length in lengths:
+        if length == _NONE:
+            append(None)
+        elif length == _ONE:
+            append(flat[at])
+            at += 1
+        else:
+            append(flat[at : at + length])
+            at += length
+    if at != len(flat):
+        raise IndexError_("posting lists do not add up")
+    return postings
+
+
+def _index_key(key: Any) -> Any:
+    if type(key) is _BoolKey:
+        return [1, key.value]
+    return [0, _pack_value(key)]
+
+
+def _write_index_dict(out: _FrameWriter, index: dict[Any, Any]) -> None:
+    out.payload([_index_key(key) for key in index])
+    _write_postings(out, index.values())
+
+
+def _read_index_dict(source: _FrameReader) -> dict[Any, Any]:
+    keys = [(_BoolKey.TRUE if value else _BoolKey.FALSE) if tag else value for tag, value in source.payload()]
+    postings = _read_postings(source)
+    if len(keys) != len(postings):
+        raise IndexError_("an index's keys and posting lists differ in number")
+    return dict(zip(keys, postings, strict=True))
+
+
+# --- tables ---------------------------------------------------------------------------------------------------------
+def _write_table(out: _FrameWriter, table: _Table, pack: Callable[[Any], Any]) -> None:
+    out.payload([[None if value is None else pack(value) for value in table.values], table.free])
+    out.raw(table.refs)
+
+
+def _read_table(source: _FrameReader, unpack: Callable[[Any], Any]) -> _Table:
+    values, free = source.payload()
+    table = _Table()
+    table.values = [None if value is None else unpack(value) for value in values]
+    table.free = free
+    table.refs = source.raw("q")
+    if len(table.refs) != len(table.values):
+        raise IndexError_("a table's values and reference counts differ in number")
+    freed = set(free)
+    table.ids = {value: ident for ident, value in enumerate(table.values) if ident not in freed and value is not None}
+    return table
+
+
+def _pack_attributes(attributes: AttributeMap) -> list[Any]:
+    return [list(attributes.keys_), [_pack_value(value) for value in attributes.values_]]
+
+
+def _unpack_attributes(packed: list[Any]) -> AttributeMap:
+    return AttributeMap.from_pairs(packed[0], packed[1])
+
+
+def _pack_resource(resource: Resource) -> list[Any]:
+    return [_pack_attributes(resource.attributes), resource.schema_url, resource.dropped_attributes_count]
+
+
+def _unpack_resource(packed: list[Any]) -> Resource:
+    return Resource(attributes=_unpack_attributes(packed[0]), schema_url=packed[1], dropped_attributes_count=packed[2])
+
+
+def _pack_scope(scope: Scope) -> list[Any]:
+    return [
+        scope.name,
+        scope.version,
+        _pack_attributes(scope.attributes),
+        scope.schema_url,
+        scope.dropped_attributes_count,
+    ]
+
+
+def _unpack_scope(packed: list[Any]) -> Scope:
+    return Scope(
+        name=packed[0],
+        version=packed[1],
+        attributes=_unpack_attributes(packed[2]),
+        schema_url=packed[3],
+        dropped_attributes_count=packed[4],
+    )
+
+
+def _write_runs(out: _FrameWriter, runs: _Runs) -> None:
+    out.obj([runs.typecode, len(runs.runs)])
+    for values, seqs in runs.runs:
+        out.raw(values)
+        out.raw(seqs)
+    out.raw(runs.open_values)
+    out.raw(runs.open_seqs)
+
+
+def _read_runs(source: _FrameReader) -> _Runs:
+    typecode, count = source.obj()
+    if typecode not in ("d", "q"):
+        raise IndexError_(f"unknown run type {typecode!r}")
+    runs = _Runs(typecode)
+    for _ in range(count):
+        values = source.raw(typecode)
+        seqs = source.raw(SEQ_TYPE)
+        if len(values) != len(seqs):
+            raise IndexError_("a run's values and seqs differ in number")
+        runs.runs.append((values, seqs))
+    runs.open_values = source.raw(typecode)
+    runs.open_seqs = source.raw(SEQ_TYPE)
+    if len(runs.open_values) != len(runs.open_seqs):
+        raise IndexError_("a run's values and seqs differ in number")
+    return runs
+
+
+_CHUNK_COLUMNS = (
+    ("starts", "Q"),
+    ("ends", "Q"),
+    ("span_ids", "Q"),
+    ("parents", "Q"),
+    ("contexts", "I"),
+    ("sizes", "I"),
+    ("offsets", "I"),
+    ("block_max", "Q"),
+)
+
+
+# --- writing --------------------------------------------------------------------------------------------------------
+def write_index(
+    directory: str,
+    header: IndexHeader,
+    columns: SpanColumns,
+    traces: dict[str, array],
+    trace_order: Iterable[str],
+    counters: dict[str, Any],
+) -> str:
+    """Write the store's state as the index file of ``header.segments[-1]``, atomically; return its path.
+
+    The caller holds the store's lock (the state must not change while it is written). Older index files of the
+    directory are removed once the new one is in place. Raises OSError (the caller logs it: an index is an
+    optimization, never a reason to fail).
+    """
+    last = header.segments[-1][0]
+    final = os.path.join(directory, index_name(last))
+    temporary = os.path.join(directory, f".{index_name(last)}.{os.getpid()}.{time.monotonic_ns()}{_TEMP_SUFFIX}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    try:
+        with open(fd, "wb", buffering=1 << 20, closefd=True) as file:
+            _write_state(_FrameWriter(file), header, columns, traces, trace_order, counters)
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _remove_older(directory, last)
+    return final
+
+
+def _write_state(
+    out: _FrameWriter,
+    header: IndexHeader,
+    columns: SpanColumns,
+    traces: dict[str, array],
+    trace_order: Iterable[str],
+    counters: dict[str, Any],
+) -> None:
+    out.obj(header)
+    order = list(trace_order)
+    # Every trace id a chunk row names (live traces first, in arrival order; then those of dead rows), so that each
+    # row stores a 4-byte number and the loaded store shares one string a trace.
+    numbers = {trace_id: number for number, trace_id in enumerate(order)}
+    for chunk in columns.chunks:
+        for trace_id in chunk.traces:
+            if trace_id not in numbers:
+                numbers[trace_id] = len(numbers)
+    out.payload([list(numbers), len(order)])
+    lengths = array("I")
+    flat = array(SEQ_TYPE)
+    for trace_id in order:
+        seqs = traces[trace_id]
+        lengths.append(len(seqs))
+        flat.extend(seqs)
+    out.raw(lengths)
+    out.raw(flat)
+    del lengths, flat
+    out.payload([[name, dict(value) if isinstance(value, dict) else value] for name, value in counters.items()])
+
+    out.obj([columns.first_chunk, columns.next_seq, columns.shared_bytes, len(columns.chunks)])
+    _write_table(out, columns.names, lambda value: value)
+    _write_table(out, columns.resources, _pack_resource)
+    _write_table(out, columns.scopes, _pack_scope)
+    _write_table(out, columns.shapes, lambda value: [list(value[0]), [[p, k.name] for p, k in value[1]]])
+    _write_table(out, columns.contexts, list)
+    out.payload(list(columns.keys))
+    for attribute in columns.keys.values():
+        _write_table(out, attribute.strings, lambda value: value)
+        _write_postings(out, attribute.postings)
+        _write_runs(out, attribute.numbers)
+        _write_runs(out, attribute.hashes)
+        _write_index_dict(out, attribute.values)
+    for index in (columns.by_name, columns.by_service, columns.by_status, columns.by_error_type, columns.by_duration):
+        _write_index_dict(out, index)
+
+    for chunk in columns.chunks:
+        out.obj([chunk.alive, chunk.max_before, chunk.max_start, chunk.min_start, sorted(chunk.big)])
+        for name, _ in _CHUNK_COLUMNS:
+            out.raw(getattr(chunk, name))
+        out.raw(chunk.bits)
+        out.raw(chunk.blob)
+        out.raw(array("I", [numbers[trace_id] for trace_id in chunk.traces]))
+        for slot in sorted(chunk.big):
+            out.raw(chunk.big[slot])
+    out.obj(0, _END)
+
+
+def _remove_older(directory: str, last: int) -> None:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        sequence = index_sequence(name)
+        stale = sequence is not None and sequence < last
+        if not stale and name.startswith("." + INDEX_PREFIX) and name.endswith(_TEMP_SUFFIX):
+            # A temporary file of a writer that died mid-write (or of one still writing: only old ones go).
+            try:
+                stale = now - os.lstat(os.path.join(directory, name)).st_mtime > _STALE_TEMP_SECONDS
+            except OSError:
+                stale = False
+        if stale:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+
+
+# --- reading --------------------------------------------------------------------------------------------------------
+def find_index(
+    directory: str, budgets: tuple[int, int, int], sealed: list[SegmentFile]
+) -> tuple[LoadedIndex | None, str | None]:
+    """The newest usable index file for these sealed segments, loaded; or None and why not (None: there is none).
+
+    Never raises for a bad file: the reason comes back for the caller to count and log.
+    """
+    candidates = []
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        return None, f"cannot list {directory}: {exc}"
+    newest_sealed = sealed[-1].sequence if sealed else 0
+    for name in names:
+        sequence = index_sequence(name)
+        if sequence is not None and sequence <= newest_sealed:
+            candidates.append((sequence, name))
+    if not candidates:
+        return None, None
+    _, name = max(candidates)
+    path = os.path.join(directory, name)
+    try:
+        return _load(path, budgets, directory, sealed), None
+    except IndexError_ as exc:
+        return None, f"{name}: {exc}"
+    except OSError as exc:
+        return None, f"{name}: cannot read: {exc}"
+    except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        return None, f"{name}: damaged: {type(exc).__name__}: {exc}"
+
+
+def _load(path: str, budgets: tuple[int, int, int], directory: str, sealed: list[SegmentFile]) -> LoadedIndex:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb", buffering=0, closefd=True) as file:
+        size = os.fstat(file.fileno()).st_size
+        source = _FrameReader(file, size)
+        header = msgspec.msgpack.decode(source._next(_OBJ), type=IndexHeader)
+        _check_header(header, budgets, directory, sealed)
+        return _read_state(source, header)
+
+
+def _check_header(
+    header: IndexHeader, budgets: tuple[int, int, int], directory: str, sealed: list[SegmentFile]
+) -> None:
+    if header.version != FORMAT_VERSION:
+        raise IndexError_(f"format version {header.version}, this spanstore reads version {FORMAT_VERSION}")
+    if header.native != _NATIVE:
+        raise IndexError_(f"written on another kind of machine ({header.native}, here {_NATIVE})")
+    if tuple(header.budgets) != budgets:
+        raise IndexError_(
+            f"built for max_spans, max_bytes, max_spans_per_trace = {tuple(header.budgets)}, opened with {budgets}"
+        )
+    if not header.segments:
+        raise IndexError_("covers no segment")
+    on_disk = {segment.sequence: segment for segment in sealed}
+    present = False
+    for sequence, size, crc, _ in header.segments:
+        segment = on_disk.get(sequence)
+        if segment is None:
+            if present:
+                raise IndexError_(f"segment {sequence} it holds is gone, but older ones remain")
+            continue  # deleted by retention: its rows are evicted on load
+        present = True
+        if segment.size != size or segment_identity(directory, segment) != crc:
+            raise IndexError_(
+                f"stale: {segment.name} is not the file it was built from (size {segment.size}, was {size})"
+            )
+    if not present:
+        raise IndexError_("every segment it holds has been deleted")
+    first_covered = header.segments[0][0]
+    if any(segment.sequence < first_covered for segment in sealed):
+        raise IndexError_(f"the directory holds segments older than the ones it covers (from {first_covered})")
+
+
+def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
+    trace_ids, live = source.payload()
+    lengths = source.raw("I")
+    flat = source.raw(SEQ_TYPE)
+    if len(lengths) != live or sum(lengths) != len(flat):
+        raise IndexError_("trace lists do not add up")
+    traces: dict[str, array] = {}
+    at = 0
+    for trace_id, length in zip(trace_ids, lengths, strict=False):
+        traces[trace_id] = flat[at : at + length]
+        at += length
+    trace_order = collections.deque(trace_ids[:live])
+    counters: dict[str, Any] = {}
+    for name, value in source.payload():
+        counters[name] = collections.Counter(value) if isinstance(value, dict) else value
+
+    columns = SpanColumns()
+    columns.first_chunk, columns.next_seq, columns.shared_bytes, chunk_count = source.obj()
+    columns.names = _read_table(source, lambda value: value)
+    columns.resources = _read_table(source, _unpack_resource)
+    columns.scopes = _read_table(source, _unpack_scope)
+    # Resolved below, once the keys exist.
+    columns.shapes = _read_table(source, lambda value: (tuple(value[0]), tuple(map(tuple, value[1]))))
+    columns.contexts = _read_table(source, tuple)
+    key_names = source.payload()
+    keys: dict[str, _AttributeKey] = {}
+    for name in key_names:
+        attribute = _AttributeKey(name)
+        attribute.strings = _read_table(source, lambda value: value)
+        attribute.postings = _read_postings(source)
+        attribute.numbers = _read_runs(source)
+        attribute.hashes = _read_runs(source)
+        attribute.values = _read_index_dict(source)
+        keys[name] = attribute
+    columns.keys = keys
+    shapes = columns.shapes
+    shapes.values = [
+        None if value is None else (share_keys(tuple(value[0])), tuple((p, keys[k]) for p, k in value[1]))
+        for value in shapes.values
+    ]
+    shapes.ids = {}
+    freed = set(shapes.free)
+    for ident, value in enumerate(shapes.values):
+        if value is not None and ident not in freed:
+            mask = 0
+            for position, _ in value[1]:
+                mask |= 1 << (position - 1)
+            shapes.ids[(value[0], mask)] = ident
+    columns.by_name = _read_index_dict(source)
+    columns.by_service = _read_index_dict(source)
+    columns.by_status = _read_index_dict(source)
+    columns.by_error_type = _read_index_dict(source)
+    columns.by_duration = _read_index_dict(source)
+
+    for _ in range(chunk_count):
+        alive, max_before, max_start, min_start, big_slots = source.obj()
+        chunk = _Chunk(max_before)
+        chunk.alive = alive
+        chunk.max_start = max_start
+        chunk.min_start = min_start
+        for name, typecode in _CHUNK_COLUMNS:
+            setattr(chunk, name, source.raw(typecode))
+        rows = len(chunk.starts)
+        bits = source.raw_bytes()
+        blob = source.raw_bytes()
+        numbers = source.raw("I")
+        if not (len(bits) == rows == len(numbers) and rows <= CHUNK_ROWS):
+            raise IndexError_("a chunk's columns differ in length")
+        full = rows == CHUNK_ROWS
+        chunk.bits = bytearray(bits)
+        chunk.blob = blob if full else bytearray(blob)
+        names = [trace_ids[number] for number in numbers]
+        chunk.traces = tuple(names) if full else names  # type: ignore[assignment]
+        chunk.big = {slot: source.raw_bytes() for slot in big_slots}
+        columns.chunks.append(chunk)
+    source.end()
+    return LoadedIndex(header, columns, traces, trace_order, counters)
+
+
+def skipped_lines(header: IndexHeader) -> list[SkippedLine]:
+    """The skipped lines an index file recorded, as the log reports them."""
+    return [SkippedLine(*fields) for fields in header.skipped]
