@@ -715,9 +715,10 @@ class _Reader:
 
 @contextmanager
 def _reading(args: argparse.Namespace, containing: bytes | None = None) -> Iterator[_Reader]:
-    """Load the newest spans of the store at ``--path`` into a memory-only SpanStore (the directory is not touched).
+    """Open the store at ``--path`` read-only (its spans are not changed; the derived index file may be refreshed).
 
-    ``containing``: decode only the log lines holding these bytes (see SpanLog.read), e.g. one trace's id.
+    ``containing``: load only the log lines holding these bytes (see SpanLog.read), e.g. one trace's id, into a
+    memory-only store.
     """
     from spanstore.store import DEFAULT_MAX_SPANS, SpanStore
 
@@ -725,10 +726,14 @@ def _reading(args: argparse.Namespace, containing: bytes | None = None) -> Itera
     log = _open_existing_log(path)
     try:
         options = _store_options()
-        spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS), containing=containing)
-        store = SpanStore(**options)
-        store.add_many(spans)
-        del spans
+        if containing is None:
+            # The store's index file holds every sealed segment's spans: only the segments after it are decoded.
+            store = SpanStore(path, read_only=True, **options)
+        else:
+            spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS), containing=containing)
+            store = SpanStore(**options)
+            store.add_many(spans)
+            del spans
         try:
             yield _Reader(path, store, log)
         finally:
@@ -1003,8 +1008,7 @@ def _cmd_failures(args: argparse.Namespace, out: _Output) -> int:
     from spanstore.query import query_spans, recent_failures
 
     window = "the given time range"
-    # An ERROR span's line holds its canonical status, `"code":2`: lines without it need no decoding.
-    with _reading(args, containing=b'"code":2') as reader:
+    with _reading(args) as reader:
         if args.since is None and args.until is None:
             last = args.last if args.last is not None else 3_600_000_000_000
             window = f"the last {_duration_text(last)}"

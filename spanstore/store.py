@@ -49,7 +49,7 @@ from spanstore.columns import (
     row_bytes,
 )
 from spanstore.columns import bool_key as bool_key  # re-exported: callers imported it from here
-from spanstore.errors import InvalidQueryError, InvalidSpanError, StoreClosedError
+from spanstore.errors import InvalidQueryError, InvalidSpanError, StorageError, StoreClosedError
 from spanstore.model import AttributeMap, StatusCode, StoredSpan, from_readable_span
 
 if TYPE_CHECKING:
@@ -124,6 +124,9 @@ class StoreStats(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None = None
     log: dict[str, Any] | None = None
     writer: dict[str, Any] | None = None
+    #: How the store was opened: ``loaded`` (the index file used, or None: the log was replayed), ``spans_loaded``
+    #: from it, ``rejected`` index files (``problem``: why), ``written`` (the index file this open wrote, if any).
+    index: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stats as plain JSON-ready builtins."""
@@ -208,7 +211,10 @@ class SpanStore:
 
     ``path=None`` keeps spans in memory only. With a path, the store opens (creating it if needed) a
     :class:`~spanstore.log.SpanLog` directory of OTLP JSON Lines, loads the newest ``max_spans`` spans from it, and
-    appends every span added afterwards through a background writer (the caller never waits on disk).
+    appends every span added afterwards through a background writer (the caller never waits on disk). Opening
+    loads the index file of the sealed segments when there is a usable one and decodes only the segments after it
+    (see :mod:`spanstore.index_file`); ``read_only=True`` opens an existing directory to query it: no writer, nothing
+    appended (``add`` raises), though it may refresh the derived index file.
 
     When a budget is exceeded (``max_spans`` spans or ``max_bytes`` of estimated memory), the trace that arrived
     first is evicted whole, so :func:`~spanstore.query.get_trace` never returns a torso. Spans of one trace beyond
@@ -569,7 +575,7 @@ class SpanStore:
         Amortized O(log n + a) for a span with a indexed attributes.
         """
         _check_span(span)
-        self._check_open()
+        self._check_writable()
         with self._lock:
             if self._inbox:
                 self._drain_locked()
@@ -580,7 +586,7 @@ class SpanStore:
 
     def add_many(self, spans: Iterable[StoredSpan]) -> int:
         """Add spans in one lock acquisition; return how many were kept (see :meth:`add`)."""
-        self._check_open()
+        self._check_writable()
         spans = list(spans)
         for span in spans:  # all checked before any is added: a bad span leaves the store unchanged
             _check_span(span)
@@ -819,6 +825,11 @@ class SpanStore:
         if self._closed:
             raise StoreClosedError(f"{self!r} is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise StorageError(f"{self!r} was opened read_only: open it without read_only=True to add spans")
+
     # --- stats and invariants -------------------------------------------------------------------------------------
     def stats(self) -> StoreStats:
         """Counts, budgets, evictions, drops, time range, services and the memory estimate. O(services)."""
@@ -849,7 +860,7 @@ class SpanStore:
             return stats
         log_stats = msgspec.to_builtins(self._log.stats())
         writer_stats = msgspec.to_builtins(self._writer.stats()) if self._writer is not None else None
-        return msgspec.structs.replace(stats, log=log_stats, writer=writer_stats)
+        return msgspec.structs.replace(stats, log=log_stats, writer=writer_stats, index=dict(self._index_report))
 
     def _check(self) -> None:
         """Assert every invariant of the rows and indices (for tests; O(n log n))."""
