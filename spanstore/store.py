@@ -81,6 +81,9 @@ MAX_INDEXED_STRING = MAX_REF_STRING
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
 _INBOX_DRAIN_THRESHOLD = 8192
+#: Segment size of a store's log: small enough that the live segment (decoded on every open; the sealed ones are
+#: in the index file) takes a fraction of a second, large enough that the index is rewritten rarely.
+DEFAULT_SEGMENT_MAX_BYTES = 16 << 20
 #: The store's counters an index file keeps (see spanstore.index_file).
 _INDEXED_COUNTERS = (
     "_span_count",
@@ -241,6 +244,7 @@ class SpanStore:
         max_spans_per_trace: int = DEFAULT_MAX_SPANS_PER_TRACE,
         fsync: str = "interval",
         disk_max_bytes: int | None = 1 << 30,
+        segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
         flush_interval_seconds: float = 0.5,
         max_batch: int = 1024,
         max_queue: int = 100_000,
@@ -268,7 +272,7 @@ class SpanStore:
         self.read_only = read_only
         self._index_report: dict[str, Any] = {"loaded": None, "spans_loaded": 0, "rejected": 0, "written": None}
         if path is not None:
-            self._open_log(path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue)
+            self._open_log(path, fsync, disk_max_bytes, segment_max_bytes, flush_interval_seconds, max_batch, max_queue)
         elif read_only:
             raise InvalidQueryError("read_only needs a path: a memory-only store has nothing to read")
         forksafe.register(self)
@@ -294,14 +298,16 @@ class SpanStore:
         """The memory estimate: every held row's estimate plus the distinct strings of the string table."""
         return self._row_bytes + self._columns.shared_bytes + TRACE_BYTES * len(self._traces)
 
-    def _open_log(self, path, fsync, disk_max_bytes, flush_interval_seconds, max_batch, max_queue) -> None:
+    def _open_log(
+        self, path, fsync, disk_max_bytes, segment_max_bytes, flush_interval_seconds, max_batch, max_queue
+    ) -> None:
         from spanstore.log import SpanLog
         from spanstore.writer import LogWriter
 
         if self.read_only:
             self._log = SpanLog(path, create=False, fsync="never", max_bytes=None)
         else:
-            self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes)
+            self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes, segment_max_bytes=segment_max_bytes)
         self.path = self._log.path
         with self._lock:
             self._load_log()
@@ -424,7 +430,14 @@ class SpanStore:
 
         _, self._log_position = self._log.read_newest_lines(wanted, pack, on_segment)
         # Scratch seqs of the sealed segments' spans are those from `boundary` on (the live segment's come first).
-        boundary = next((start for sequence, start in starts if sequence != live.sequence), scratch.next_seq)
+        # (Segments newer than `live` may have appeared since the listing: they count as live here.)
+        last_sealed = sealed[-1].sequence if sealed else -1
+        boundary = next((start for sequence, start in starts if sequence <= last_sealed), None)
+        if boundary is None:
+            # The budget was met within the live segment: no sealed span is held, so no index file would help (and
+            # one would hold the store in a state the next open could not reproduce).
+            sealed = []
+            boundary = scratch.next_seq
         # Segment of each scratch seq range, oldest first, to record where each segment's rows start in the store.
         ranges = sorted(((start, sequence) for sequence, start in starts), reverse=True)
         first_rows: dict[int, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from unittest import mock
 
 import msgspec
@@ -15,6 +16,7 @@ import spanstore.query as query_module
 from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
 from spanstore.columns import CHUNK_ROWS, posting_seqs
 from spanstore.query import get_trace, query_spans
+from spanstore.store import StoreStats
 from tests.model_reference import ReferenceStore, estimated_bytes
 from tests.span_factory import NOW as NOW_SECONDS
 from tests.span_factory import TRACE_IDS, criteria, matching_criteria, spans, to_query_kwargs
@@ -38,6 +40,14 @@ def make_span(trace: int, span: int, *, start: int = 0, duration: int = 10, **fi
     )
 
 
+def _counts(stats: StoreStats) -> dict:
+    """A store's stats without what describes the process rather than the spans (reads made, the index used)."""
+    counts = stats.to_dict()
+    for key in ("log", "writer", "index"):
+        counts.pop(key)
+    return counts
+
+
 class StoreMachine(RuleBasedStateMachine):
     """Random adds, queries, traces and reopens; every answer equals the reference model's."""
 
@@ -46,14 +56,17 @@ class StoreMachine(RuleBasedStateMachine):
         max_bytes=st.sampled_from([10**9, 2_000, 5_000]),
         cap=st.integers(1, 12),
         persistent=st.booleans(),
+        segment_bytes=st.sampled_from([16 << 20, 700, 3000]),
     )
-    def setup(self, max_spans: int, max_bytes: int, cap: int, persistent: bool) -> None:
+    def setup(self, max_spans: int, max_bytes: int, cap: int, persistent: bool, segment_bytes: int) -> None:
         import tempfile
 
         self.limits = dict(max_spans=max_spans, max_bytes=max_bytes, max_spans_per_trace=cap)
         self.directory = tempfile.TemporaryDirectory() if persistent else None
         self.path = self.directory.name + "/store" if self.directory else None
-        self.store = SpanStore(self.path, **self.limits)
+        # Small segments: reopens go through index files of sealed segments (see reopen).
+        self.log_options = dict(segment_max_bytes=segment_bytes, disk_max_bytes=None)
+        self.store = SpanStore(self.path, **self.limits, **self.log_options)
         self.model = ReferenceStore(**self.limits)
         self.written: list[StoredSpan] = []  # what the log holds, in order
 
@@ -110,7 +123,9 @@ class StoreMachine(RuleBasedStateMachine):
         with SpanLog(self.path) as log:
             logged, _ = log.read()
         assert sorted(map(repr, logged)) == sorted(map(repr, self.written))
-        self.store = SpanStore(self.path, **self.limits)
+        for index_file in Path(self.path).glob("index-*.spanstore"):
+            index_file.unlink()  # a full replay first, for the model below
+        self.store = SpanStore(self.path, **self.limits, **self.log_options)
         self.model = ReferenceStore(**self.limits)
         newest = logged[-self.limits["max_spans"] :]
         total = 0  # replay also stops at the byte budget: the newest spans up to the one that crosses it
@@ -123,6 +138,16 @@ class StoreMachine(RuleBasedStateMachine):
             self.model.add(span)
         assert sorted(map(repr, self.store.spans())) == sorted(map(repr, self.model.spans))
         self.written = list(logged)
+        # Then the open the next process makes: from the index file that replay wrote (when segments were sealed),
+        # decoding only the live segment. It must hold the same spans, in the same order, with the same counts.
+        replayed_spans = [repr(span) for span in self.store.spans()]
+        replayed_stats = self.store.stats()
+        self.store.close()
+        self.store = SpanStore(self.path, **self.limits, **self.log_options)
+        assert [repr(span) for span in self.store.spans()] == replayed_spans
+        assert _counts(self.store.stats()) == _counts(replayed_stats)
+        if replayed_stats.index["written"]:
+            assert self.store.stats().index["loaded"] is not None
 
     @invariant()
     def consistent(self) -> None:
