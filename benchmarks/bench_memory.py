@@ -10,20 +10,27 @@ Every figure comes from a fresh subprocess (``python -c``), so nothing the paren
   budgets (so it holds what those budgets allow), and reads its RSS again. Reported: the total RSS (the budget is
   on this), ``bytes/span = (RSS - baseline) / spans held``, and the store's own ``memory_estimate_bytes`` beside it.
 * **write**: a subprocess adds the workload to ``SpanStore(path)`` and closes it (the log on disk).
-* **open**: fresh subprocesses run ``SpanStore(path)`` on that directory (replay of the OTLP JSON Lines) and report
-  the time it took, the spans loaded and the RSS after; at 10^5 spans and at full default capacity; the median
-  of a few runs is reported.
+* **open**: fresh subprocesses run ``SpanStore(path)`` on that directory and report the time it took, the spans
+  loaded and the RSS after; at 10^5 spans and at full default capacity; the median of a few runs is reported.
+  Twice: *replay*, with the index files deleted before each run (every span decoded from OTLP JSON; the run writes
+  the index file again), and *index*, from the index file of the sealed segments (only the live segment decoded).
+* **CLI**: fresh ``spanstore`` processes (``stats``, ``failures``, ``trace ID``, ``traces --errors``,
+  ``spans --attr``) on the full store, wall time and peak RSS (``wait4``), the index file in place. Peer:
+  stdlib ``sqlite3`` holding the same spans in a database file: a fresh process connects and answers "the newest
+  20 ERROR spans" (indexed on status and start).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +67,7 @@ import json, time
 from benchmarks.workload import iter_stored_spans
 from spanstore.store import SpanStore
 t0 = time.perf_counter()
-store = SpanStore({path!r}, max_spans={size}, max_bytes=1 << 40)
+store = SpanStore({path!r}, max_spans={size}, max_bytes=1 << 40, segment_max_bytes={segment_bytes})
 for batch in iter_stored_spans({size}, now_unix_nano=time.time_ns()):
     store.add_many(batch)
 store.close()
@@ -80,7 +87,33 @@ stats = store.stats()
 rss = rss_bytes()
 store.close()
 print(json.dumps({{"seconds": seconds, "span_count": stats.span_count, "baseline_rss": baseline, "rss": rss,
-                  "peak_rss": peak_rss_bytes()}}))
+                  "peak_rss": peak_rss_bytes(), "index": stats.index}}))
+"""
+
+_SQLITE_BUILD = """
+import json, sqlite3, time
+from spanstore.log import SpanLog
+db = sqlite3.connect({db!r})
+db.execute("CREATE TABLE spans (trace_id TEXT, span_id TEXT, name TEXT, service TEXT, status INT, start INT, "
+           "end INT, attributes TEXT)")
+with SpanLog({path!r}, create=False, fsync="never") as log:
+    position = None
+    for segment in log.segment_files():
+        spans, position = log.read(position, until_segment=segment.sequence)
+        db.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            (s.trace_id, s.span_id, s.name, s.service_name, int(s.status_code), s.start_time_unix_nano,
+             s.end_time_unix_nano, json.dumps(s.attributes.to_dict(), default=str)) for s in spans])
+db.execute("CREATE INDEX by_status_start ON spans (status, start)")
+db.commit()
+db.close()
+print(json.dumps({{}}))
+"""
+
+_SQLITE_QUERY = """
+import sqlite3
+db = sqlite3.connect({db!r})
+rows = db.execute("SELECT * FROM spans WHERE status = 2 ORDER BY start DESC LIMIT 20").fetchall()
+assert len(rows) == 20, len(rows)
 """
 
 
@@ -111,25 +144,103 @@ def _hold(size: int) -> dict[str, Any]:
     return result
 
 
-def _replay(size: int, repetitions: int) -> dict[str, Any]:
+def _remove_index_files(path: Path) -> None:
+    for index in path.glob("index-*.spanstore"):
+        index.unlink()
+
+
+def _timed_process(argv: list[str], timeout: float) -> tuple[float, int]:
+    """Run a fresh process; return its wall time and peak RSS (bytes, from wait4)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=_REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:
+        process.kill()
+        raise
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.stderr:
+        process.stderr.close()
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv} failed (exit {process.returncode}): {error[-2000:]}")
+    if seconds > timeout:
+        raise RuntimeError(f"{argv} took {seconds:.0f} s")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def _cli_commands(path: Path, repetitions: int) -> list[dict[str, Any]]:
+    """Wall time and peak RSS of reading CLI commands on a store (index file in place), and of the sqlite3 peer."""
+    from spanstore.log import SpanLog
+
+    with SpanLog(path, create=False, fsync="never") as log:
+        newest = log.segment_files()[-1]
+        spans, _ = log.read(until_segment=newest.sequence, max_spans=1)
+    trace_id = spans[-1].trace_id
+    cli = [sys.executable, "-m", "spanstore", "--path", str(path)]
+    commands = [
+        ("spanstore stats", [*cli, "stats"]),
+        ("spanstore failures", [*cli, "failures"]),
+        ("spanstore trace ID", [*cli, "trace", trace_id]),
+        ("spanstore traces --errors", [*cli, "traces", "--errors"]),
+        ("spanstore spans --attr db.system=postgresql", [*cli, "spans", "--attr", "db.system=postgresql"]),
+    ]
+    database = path.parent / "peer.sqlite3"
+    _child(_SQLITE_BUILD.format(db=str(database), path=str(path)), timeout=1800)
+    commands.append(
+        ("sqlite3: connect + newest 20 ERROR spans", [sys.executable, "-c", _SQLITE_QUERY.format(db=str(database))])
+    )
+    rows = []
+    for label, argv in commands:
+        runs = [_timed_process(argv, timeout=600) for _ in range(repetitions)]
+        rows.append(
+            {
+                "command": label,
+                "seconds_median": statistics.median(seconds for seconds, _ in runs),
+                "peak_rss": max(rss for _, rss in runs),
+            }
+        )
+    return rows
+
+
+def _replay(size: int, repetitions: int, cli: bool) -> dict[str, Any]:
+    from spanstore.store import DEFAULT_SEGMENT_MAX_BYTES
+
     directory = Path(tempfile.mkdtemp(prefix="spanstore-bench-"))
     try:
         path = directory / "store"
-        written = _child(_WRITE.format(path=str(path), size=size), timeout=1800)
-        disk_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        runs = [_child(_OPEN.format(path=str(path)), timeout=1800) for _ in range(repetitions)]
+        # Default segments; a --quick run's few spans would fit one, so it rolls every MiB to have an index file.
+        segment_bytes = DEFAULT_SEGMENT_MAX_BYTES if size >= 100_000 else 1 << 20
+        written = _child(_WRITE.format(path=str(path), size=size, segment_bytes=segment_bytes), timeout=1800)
+        disk_bytes = sum(f.stat().st_size for f in path.rglob("spans-*.jsonl"))
+        runs = []
+        for _ in range(repetitions):
+            _remove_index_files(path)
+            runs.append(_child(_OPEN.format(path=str(path)), timeout=1800))
+        index_bytes = sum(f.stat().st_size for f in path.glob("index-*.spanstore"))
+        indexed = [_child(_OPEN.format(path=str(path)), timeout=1800) for _ in range(repetitions)]
+        commands = _cli_commands(path, repetitions) if cli else []
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return {
         "workload_spans": size,
         "write_seconds": written["seconds"],
         "disk_bytes": disk_bytes,
+        "index_bytes": index_bytes,
         "open_seconds": [r["seconds"] for r in runs],
         "open_seconds_median": statistics.median(r["seconds"] for r in runs),
         "span_count": runs[-1]["span_count"],
         "rss_after_open": runs[-1]["rss"],
         "peak_rss_during_open": runs[-1]["peak_rss"],
         "baseline_rss": runs[-1]["baseline_rss"],
+        "index_open_seconds": [r["seconds"] for r in indexed],
+        "index_open_seconds_median": statistics.median(r["seconds"] for r in indexed),
+        "index_span_count": indexed[-1]["span_count"],
+        "index_spans_loaded": indexed[-1]["index"]["spans_loaded"],
+        "index_rss_after_open": indexed[-1]["rss"],
+        "index_peak_rss": indexed[-1]["peak_rss"],
+        "cli": commands,
     }
 
 
@@ -170,30 +281,43 @@ def run(quick: bool) -> dict[str, Any]:
     ]
     print(report.format_table(hold_headers, hold_rows))
 
-    replays = [_replay(size, repetitions) for size in replay_sizes]
+    replays = [_replay(size, repetitions, cli=size == replay_sizes[-1]) for size in replay_sizes]
     replay_headers = [
         "spans on disk",
-        "disk",
-        "write",
-        "open (replay) median",
-        "spans loaded",
-        "RSS after open",
+        "log on disk",
+        "index file",
+        "open: replay (no index) median",
         "peak RSS",
+        "open: from the index median",
+        "spans from the index",
+        "spans held",
+        "RSS after open",
+        "peak RSS ",
     ]
     replay_rows = [
         [
             f"{r['workload_spans']:,}",
             report.format_bytes(r["disk_bytes"]),
-            f"{r['write_seconds']:.1f} s",
+            report.format_bytes(r["index_bytes"]),
             f"{r['open_seconds_median']:.2f} s",
-            f"{r['span_count']:,}",
-            report.format_bytes(r["rss_after_open"]),
             report.format_bytes(r["peak_rss_during_open"]),
+            f"{r['index_open_seconds_median']:.2f} s",
+            f"{r['index_spans_loaded']:,}",
+            f"{r['index_span_count']:,}",
+            report.format_bytes(r["index_rss_after_open"]),
+            report.format_bytes(r["index_peak_rss"]),
         ]
         for r in replays
     ]
-    print("\nOpening (replaying) a store directory, fresh process each time")
+    print("\nOpening a store directory (SpanStore(path)), fresh process each time")
     print(report.format_table(replay_headers, replay_rows))
+    cli_headers = ["command (fresh process)", "wall median", "peak RSS"]
+    cli_rows = [
+        [row["command"], f"{row['seconds_median']:.2f} s", report.format_bytes(row["peak_rss"])]
+        for row in replays[-1]["cli"]
+    ]
+    print(f"\nReading commands on the {replays[-1]['workload_spans']:,}-span store, index file in place")
+    print(report.format_table(cli_headers, cli_rows))
 
     violations = []
     if not quick and hold["rss"] >= report.RSS_BUDGET_BYTES:
@@ -214,6 +338,7 @@ def run(quick: bool) -> dict[str, Any]:
             "bytes held per span": hold["bytes_per_span"] or 0.0,
             "add time per span": hold["load_seconds"] / hold["workload_spans"],
             "open (replay) per span on disk": full_replay["open_seconds_median"] / full_replay["workload_spans"],
+            "open (index) per span on disk": full_replay["index_open_seconds_median"] / full_replay["workload_spans"],
         },
     )
     violations.extend(aim_violations)
@@ -226,6 +351,7 @@ def run(quick: bool) -> dict[str, Any]:
         "markdown": [
             report.format_markdown_table(hold_headers, hold_rows),
             report.format_markdown_table(replay_headers, replay_rows),
+            report.format_markdown_table(cli_headers, cli_rows),
         ],
         "violations": violations,
     }
