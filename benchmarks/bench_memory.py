@@ -205,7 +205,7 @@ def _cli_commands(path: Path, repetitions: int) -> list[dict[str, Any]]:
 
 
 def _replay(size: int, repetitions: int, cli: bool) -> dict[str, Any]:
-    from spanstore.store import DEFAULT_SEGMENT_MAX_BYTES
+    from spanstore.log import DEFAULT_SEGMENT_MAX_BYTES
 
     directory = Path(tempfile.mkdtemp(prefix="spanstore-bench-"))
     try:

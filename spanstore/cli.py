@@ -728,7 +728,7 @@ def _reading(args: argparse.Namespace, containing: bytes | None = None) -> Itera
         options = _store_options()
         if containing is None:
             # The store's index file holds every sealed segment's spans: only the segments after it are decoded.
-            store = SpanStore(path, read_only=True, **options)
+            store = SpanStore(path, read_only=True, write_index_in_child=True, **options)
         else:
             spans, _ = log.read(max_spans=options.get("max_spans", DEFAULT_MAX_SPANS), containing=containing)
             store = SpanStore(**options)

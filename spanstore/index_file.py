@@ -170,7 +170,7 @@ class _FrameReader:
             raise IndexError_("not an index file (bad magic)")
         self.remaining = size - len(MAGIC)
 
-    def _next(self, kind: int) -> bytes:
+    def _header(self, kind: int) -> tuple[int, int]:
         header = self.file.read(_FRAME.size)
         if len(header) != _FRAME.size:
             raise IndexError_("truncated (a frame header is cut short)")
@@ -180,8 +180,12 @@ class _FrameReader:
             raise IndexError_(f"expected a frame of kind {kind}, got {found}")
         if length > self.remaining:
             raise IndexError_(f"truncated (a frame of {length} bytes, {self.remaining} left in the file)")
-        data = self.file.read(length)
         self.remaining -= length
+        return length, crc
+
+    def _next(self, kind: int) -> bytes:
+        length, crc = self._header(kind)
+        data = self.file.read(length)
         if len(data) != length or zlib.crc32(data) != crc:
             raise IndexError_("checksum mismatch (the file is damaged)")
         return data
@@ -193,8 +197,16 @@ class _FrameReader:
         return _decode_value_payload(self._next(_OBJ))
 
     def raw(self, typecode: str) -> array:
+        """An array read straight into its own buffer (no intermediate bytes object to copy from)."""
+        length, crc = self._header(_RAW)
         values = array(typecode)
-        values.frombytes(self._next(_RAW))
+        if length % values.itemsize:
+            raise IndexError_(f"an array of {length} bytes is not a whole number of {values.itemsize}-byte items")
+        if length:
+            values = array(typecode, bytes(length))
+            view = memoryview(values).cast("B")
+            if self.file.readinto(view) != length or zlib.crc32(view) != crc:
+                raise IndexError_("checksum mismatch (the file is damaged)")
         return values
 
     def raw_bytes(self) -> bytes:

@@ -78,6 +78,9 @@ FORMAT_NAME = "spanstore-log"
 FORMAT_VERSION = 1
 
 _SEGMENT_RE = re.compile(r"spans-(\d{6,})\.jsonl\Z")
+#: Segments roll at this size: the live segment is decoded on every open (the sealed ones are in the index file), so
+#: small enough for that to take ~0.1 s, yet large enough that the index file is not rewritten after every few batches.
+DEFAULT_SEGMENT_MAX_BYTES = 4 << 20
 INDEX_PREFIX = "index-"
 INDEX_SUFFIX = ".spanstore"
 _INDEX_RE = re.compile(r"index-(\d{6,})\.spanstore\Z")
@@ -403,7 +406,7 @@ class SpanLog:
         *,
         fsync: FsyncPolicy = "interval",
         fsync_interval_seconds: float = 1.0,
-        segment_max_bytes: int = 16 << 20,
+        segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
         max_bytes: int | None = 1 << 30,
         max_age_seconds: float | None = None,
         lock_timeout_seconds: float = 10.0,

@@ -81,9 +81,6 @@ MAX_INDEXED_STRING = MAX_REF_STRING
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
 _INBOX_DRAIN_THRESHOLD = 8192
-#: Segment size of a store's log: small enough that the live segment (decoded on every open; the sealed ones are
-#: in the index file) takes a fraction of a second, large enough that the index is rewritten rarely.
-DEFAULT_SEGMENT_MAX_BYTES = 16 << 20
 #: The store's counters an index file keeps (see spanstore.index_file).
 _INDEXED_COUNTERS = (
     "_span_count",
@@ -244,11 +241,12 @@ class SpanStore:
         max_spans_per_trace: int = DEFAULT_MAX_SPANS_PER_TRACE,
         fsync: str = "interval",
         disk_max_bytes: int | None = 1 << 30,
-        segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
+        segment_max_bytes: int | None = None,
         flush_interval_seconds: float = 0.5,
         max_batch: int = 1024,
         max_queue: int = 100_000,
         read_only: bool = False,
+        write_index_in_child: bool = False,
     ) -> None:
         for name, value in (("max_spans", max_spans), ("max_bytes", max_bytes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -270,6 +268,9 @@ class SpanStore:
         self._observers: list[Callable[[str, bool], None]] = []
         self.path = None
         self.read_only = read_only
+        # A short-lived reader (the CLI) answers without waiting for the index file it refreshes: a forked child
+        # writes it from a copy-on-write image of the state.
+        self._write_index_in_child = write_index_in_child
         self._index_report: dict[str, Any] = {"loaded": None, "spans_loaded": 0, "rejected": 0, "written": None}
         if path is not None:
             self._open_log(path, fsync, disk_max_bytes, segment_max_bytes, flush_interval_seconds, max_batch, max_queue)
@@ -307,7 +308,8 @@ class SpanStore:
         if self.read_only:
             self._log = SpanLog(path, create=False, fsync="never", max_bytes=None)
         else:
-            self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes, segment_max_bytes=segment_max_bytes)
+            sizes = {} if segment_max_bytes is None else {"segment_max_bytes": segment_max_bytes}
+            self._log = SpanLog(path, fsync=fsync, max_bytes=disk_max_bytes, **sizes)
         self.path = self._log.path
         with self._lock:
             self._load_log()
@@ -471,9 +473,23 @@ class SpanStore:
 
     def _write_index_locked(self, segments: list[tuple[int, int, int, int]], skipped: list[Any]) -> None:
         from spanstore.index_file import FORMAT_VERSION, IndexHeader, native_layout, write_index
+        from spanstore.log import INDEX_SUFFIX
 
         header = IndexHeader(FORMAT_VERSION, native_layout(), self._budgets(), segments, skipped)
         counters = {name: getattr(self, name) for name in _INDEXED_COUNTERS}
+        if self._write_index_in_child and hasattr(os, "fork") and threading.active_count() == 1:
+            # Only single-threaded: a child forked from a threaded process may inherit a lock another thread held.
+            pid = os.fork()
+            if pid == 0:  # the child: write, and leave without running the parent's exit handlers
+                code = 1
+                try:
+                    write_index(str(self.path), header, self._columns, self._traces, self._trace_order, counters)
+                    code = 0
+                finally:
+                    os._exit(code)
+            threading.Thread(target=os.waitpid, args=(pid, 0), name="spanstore-index-child", daemon=True).start()
+            self._index_report["written"] = f"index-{segments[-1][0]:06d}{INDEX_SUFFIX} (by process {pid})"
+            return
         try:
             written = write_index(str(self.path), header, self._columns, self._traces, self._trace_order, counters)
         except OSError as exc:

@@ -6,6 +6,7 @@ half-written by ``kill -9``, a planted symlink; and processes sealing and openin
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -455,3 +456,25 @@ def test_processes_sealing_and_opening_at_once_never_read_a_half_written_index(s
     ]
     assert not damaged, damaged
     assert sum(int(r.split()[1]) for r in reports if r.startswith("opens")) >= 6
+
+
+def test_the_cli_answers_without_waiting_for_the_index_file_it_refreshes(store_dir: Path) -> None:
+    """`spanstore` commands open the store read-only; a forked child writes the refreshed index file."""
+    command = [sys.executable, "-m", "spanstore", "--path", str(store_dir), "stats", "--json"]
+    first = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 60
+    while not index_files(store_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (index,) = index_files(store_dir)
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    assert not [p for p in store_dir.iterdir() if p.name.startswith(".index-")]  # renamed into place, whole
+    with SpanStore(store_dir, read_only=True) as store:
+        assert store.stats().index["loaded"] == index.stem
+        held = len(store)
+    second = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    before, after = json.loads(first.stdout), json.loads(second.stdout)
+    assert before["index"]["loaded"] is None and before["index"]["written"].startswith(index.name)
+    assert after["index"]["loaded"] == index.stem and after["index"]["written"] is None
+    for key in ("span_count", "trace_count", "error_span_count", "services", "memory_estimate_bytes"):
+        assert before[key] == after[key]
+    assert after["span_count"] == held
