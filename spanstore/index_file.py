@@ -41,7 +41,7 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import msgspec
 
@@ -64,6 +64,7 @@ from spanstore.model import AttributeMap, Resource, Scope, share_keys
 __all__ = [
     "FORMAT_VERSION",
     "IndexHeader",
+    "IndexProblem",
     "LoadedIndex",
     "find_index",
     "native_layout",
@@ -95,6 +96,20 @@ def native_layout() -> dict[str, Any]:
 
 class IndexError_(Exception):
     """An index file that cannot be used (the message says why); the caller replays instead."""
+
+    #: False when the file is sound but made for another configuration (budgets): worth no warning.
+    damaged = True
+
+
+class _OtherBudgets(IndexError_):
+    damaged = False
+
+
+class IndexProblem(NamedTuple):
+    """Why an index file was not used: ``damaged`` False when it is sound but was built under other budgets."""
+
+    reason: str
+    damaged: bool = True
 
 
 class IndexHeader(msgspec.Struct, array_like=True):
@@ -484,7 +499,7 @@ def _remove_older(directory: str, last: int) -> None:
 # --- reading --------------------------------------------------------------------------------------------------------
 def find_index(
     directory: str, budgets: tuple[int, int, int], sealed: list[SegmentFile]
-) -> tuple[LoadedIndex | None, str | None]:
+) -> tuple[LoadedIndex | None, IndexProblem | None]:
     """The newest usable index file for these sealed segments, loaded; or None and why not (None: there is none).
 
     Never raises for a bad file: the reason comes back for the caller to count and log.
@@ -493,7 +508,7 @@ def find_index(
     try:
         names = os.listdir(directory)
     except OSError as exc:
-        return None, f"cannot list {directory}: {exc}"
+        return None, IndexProblem(f"cannot list {directory}: {exc}")
     newest_sealed = sealed[-1].sequence if sealed else 0
     for name in names:
         sequence = index_sequence(name)
@@ -506,11 +521,11 @@ def find_index(
     try:
         return _load(path, budgets, directory, sealed), None
     except IndexError_ as exc:
-        return None, f"{name}: {exc}"
+        return None, IndexProblem(f"{name}: {exc}", exc.damaged)
     except OSError as exc:
-        return None, f"{name}: cannot read: {exc}"
+        return None, IndexProblem(f"{name}: cannot read: {exc}")
     except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
-        return None, f"{name}: damaged: {type(exc).__name__}: {exc}"
+        return None, IndexProblem(f"{name}: damaged: {type(exc).__name__}: {exc}")
 
 
 def _load(path: str, budgets: tuple[int, int, int], directory: str, sealed: list[SegmentFile]) -> LoadedIndex:
@@ -531,7 +546,7 @@ def _check_header(
     if header.native != _NATIVE:
         raise IndexError_(f"written on another kind of machine ({header.native}, here {_NATIVE})")
     if tuple(header.budgets) != budgets:
-        raise IndexError_(
+        raise _OtherBudgets(
             f"built for max_spans, max_bytes, max_spans_per_trace = {tuple(header.budgets)}, opened with {budgets}"
         )
     if not header.segments:

@@ -342,9 +342,13 @@ class SpanStore:
             loaded, problem = find_index(str(self.path), self._budgets(), sealed)
             if problem is not None:
                 self._index_report["rejected"] += 1
-                self._index_report["problem"] = problem
-                logger.warning(
-                    "span store %s: ignoring an index file (%s); rebuilding it from the log", self.path, problem
+                self._index_report["problem"] = problem.reason
+                # Built under other budgets (another process's configuration) is no fault: no warning for it.
+                logger.log(
+                    logging.WARNING if problem.damaged else logging.INFO,
+                    "span store %s: not using an index file (%s); rebuilding it from the log",
+                    self.path,
+                    problem.reason,
                 )
         if loaded is not None:
             covered = loaded.last_segment

@@ -238,7 +238,7 @@ def test_a_damaged_index_file_is_ignored_and_rebuilt(store_dir: Path, damage, ca
         report = store.stats().index
         assert answers(store) == want
     assert report["loaded"] is None and report["rejected"] == 1 and report["written"] == index.name
-    assert any("ignoring an index file" in message and index.name in message for message in caplog.messages)
+    assert any("not using an index file" in message and index.name in message for message in caplog.messages)
     with SpanStore(store_dir, read_only=True) as store:  # rebuilt: the next open uses it
         assert store.stats().index["loaded"] == index.stem and store.stats().index["rejected"] == 0
         assert answers(store) == want
