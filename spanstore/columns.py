@@ -493,7 +493,9 @@ _hex = "{:016x}".format
 class SpanColumns:
     """The packed rows and every index of a store. Not thread-safe: the store calls it under its lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, indexed: bool = True) -> None:
+        #: False: rows only, no posting list or numeric run (scratch columns whose rows are only read back)
+        self.indexed = indexed
         self.chunks: list[_Chunk] = []
         self.first_chunk = 0  # chunk number of chunks[0]
         self.next_seq = 0
@@ -594,14 +596,16 @@ class SpanColumns:
             | (_HAS_EXTRA if extras is not None else 0)
         )
         name = span.name
-        index = self.by_name
-        posting = index.get(name)
-        if posting is None:
-            index[name] = seq
-        elif type(posting) is int:
-            index[name] = array(SEQ_TYPE, (posting, seq))
-        else:
-            posting.append(seq)
+        indexed = self.indexed
+        if indexed:
+            index = self.by_name
+            posting = index.get(name)
+            if posting is None:
+                index[name] = seq
+            elif type(posting) is int:
+                index[name] = array(SEQ_TYPE, (posting, seq))
+            else:
+                posting.append(seq)
         resource = span.resource
         cached = self._resource_cache.get(id(resource))
         if cached is not None and cached[0] is resource and self.resources.values[cached[1]] is cached[3]:
@@ -633,28 +637,29 @@ class SpanColumns:
                 self._scope_cache.clear()
             self._scope_cache[id(scope)] = (scope, sid, self.scopes.values[sid])
         chunk.traces.append(trace_id)
-        index = self.by_service
-        posting = index.get(service)
-        if posting is None:
-            index[service] = seq
-        elif type(posting) is int:
-            index[service] = array(SEQ_TYPE, (posting, seq))
-        else:
-            posting.append(seq)
-        if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
-            _post(self.by_status, status, seq)
-        duration = end - start
-        bucket = int(_log2(duration) * 4) if duration > 1 else 0
-        index = self.by_duration
-        posting = index.get(bucket)
-        if posting is None:
-            index[bucket] = seq
-        elif type(posting) is int:
-            index[bucket] = array(SEQ_TYPE, (posting, seq))
-        else:
-            posting.append(seq)
-        for error_type in error_types:
-            _post(self.by_error_type, error_type, seq)
+        if indexed:
+            index = self.by_service
+            posting = index.get(service)
+            if posting is None:
+                index[service] = seq
+            elif type(posting) is int:
+                index[service] = array(SEQ_TYPE, (posting, seq))
+            else:
+                posting.append(seq)
+            if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
+                _post(self.by_status, status, seq)
+            duration = end - start
+            bucket = int(_log2(duration) * 4) if duration > 1 else 0
+            index = self.by_duration
+            posting = index.get(bucket)
+            if posting is None:
+                index[bucket] = seq
+            elif type(posting) is int:
+                index[bucket] = array(SEQ_TYPE, (posting, seq))
+            else:
+                posting.append(seq)
+            for error_type in error_types:
+                _post(self.by_error_type, error_type, seq)
 
         payload: list[Any] = [span.flags]
         attributes = span.attributes
@@ -685,40 +690,46 @@ class SpanColumns:
                         if ident is None:
                             ident = strings.acquire(value)
                             self.shared_bytes += SHARED_STRING_BYTES + len(value)
-                            postings = attribute.postings
-                            if ident == len(postings):
-                                postings.append(seq)
-                            else:
-                                postings[ident] = seq
+                            if indexed:
+                                postings = attribute.postings
+                                if ident == len(postings):
+                                    postings.append(seq)
+                                else:
+                                    postings[ident] = seq
                         else:
                             strings.refs[ident] += 1
-                            posting = attribute.postings[ident]
-                            if type(posting) is int:
-                                attribute.postings[ident] = array(SEQ_TYPE, (posting, seq))
-                            else:
-                                posting.append(seq)
+                            if indexed:
+                                posting = attribute.postings[ident]
+                                if type(posting) is int:
+                                    attribute.postings[ident] = array(SEQ_TYPE, (posting, seq))
+                                else:
+                                    posting.append(seq)
                         payload.append(ident)
                         mask |= bit
                         size += 9
                     else:
-                        attribute.hashes.add(long_string_hash(value), seq)
+                        if indexed:
+                            attribute.hashes.add(long_string_hash(value), seq)
                         payload.append(value)
                         size += 24 + (len(value) if value.isascii() else _utf8_length(value))
                 elif kind is int:
                     if -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
-                        attribute.numbers.add(value, seq)
+                        if indexed:
+                            attribute.numbers.add(value, seq)
                         payload.append(value)
                     else:
-                        _post(attribute.values, value, seq)
+                        if indexed:
+                            _post(attribute.values, value, seq)
                         payload.append(value if _INT_MIN <= value <= _UINT_MAX else _pack_value(value))
                     size += 15 + (1 if -32 <= value < 128 else _int_bytes(value))
                 elif kind is float:
-                    if value == value:  # NaN equals nothing: not indexed
+                    if value == value and indexed:  # NaN equals nothing: not indexed
                         attribute.numbers.add(value, seq)
                     payload.append(value)
                     size += 24
                 elif kind is bool:
-                    _post(attribute.values, _BoolKey.TRUE if value else _BoolKey.FALSE, seq)
+                    if indexed:
+                        _post(attribute.values, _BoolKey.TRUE if value else _BoolKey.FALSE, seq)
                     payload.append(value)
                     size += 7
                 else:
@@ -806,7 +817,8 @@ class SpanColumns:
                 value = strings.values[ident]
                 if strings.release(ident):
                     self.shared_bytes -= SHARED_STRING_BYTES + len(value)
-                    attribute.postings[ident] = None
+                    if self.indexed:
+                        attribute.postings[ident] = None
         if chunk.big:
             chunk.big.pop(slot, None)
         if self.contexts.release(context):

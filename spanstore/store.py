@@ -414,7 +414,7 @@ class SpanStore:
         # added oldest first. A million decoded spans alive at once would cost ~800 MB, and the small-object
         # allocator would keep that much after they are gone; packed, they cost ~200 bytes each, and the scratch
         # columns are freed chunk by chunk as the store takes their rows.
-        scratch = SpanColumns()
+        scratch = SpanColumns(indexed=False)  # its rows are only read back: no posting list beside the store's
         wanted = self.max_spans
         # The byte budget too: the newest spans up to the one whose estimates add up past max_bytes, so a log of
         # huge spans is never decoded (or held) beyond what the store can keep.
