@@ -66,6 +66,7 @@ __all__ = [
     "IndexHeader",
     "IndexProblem",
     "LoadedIndex",
+    "StoreState",
     "find_index",
     "native_layout",
     "segment_identity",
@@ -123,14 +124,20 @@ class IndexHeader(msgspec.Struct, array_like=True):
     skipped: list[tuple[str, int, str, bool]]  # skipped lines met in those segments (SkippedLine fields)
 
 
-class LoadedIndex(msgspec.Struct):
-    """The state an index file holds, ready for the store to adopt."""
+class StoreState(NamedTuple):
+    """What an index file holds: the store's columns, its trace lists and its counters (by attribute name)."""
+
+    columns: SpanColumns
+    traces: dict[str, array]  # trace id -> seqs of its live rows
+    trace_order: collections.deque[str]  # live traces, arrival order
+    counters: dict[str, Any]
+
+
+class LoadedIndex(NamedTuple):
+    """An index file's header and the state it holds, ready for the store to adopt."""
 
     header: IndexHeader
-    columns: SpanColumns
-    traces: dict[str, array]
-    trace_order: collections.deque[str]
-    counters: dict[str, Any]
+    state: StoreState
 
     @property
     def last_segment(self) -> int:
@@ -389,14 +396,7 @@ _CHUNK_COLUMNS = (
 
 
 # --- writing --------------------------------------------------------------------------------------------------------
-def write_index(
-    directory: str,
-    header: IndexHeader,
-    columns: SpanColumns,
-    traces: dict[str, array],
-    trace_order: Iterable[str],
-    counters: dict[str, Any],
-) -> str:
+def write_index(directory: str, header: IndexHeader, state: StoreState) -> str:
     """Write the store's state as the index file of ``header.segments[-1]``, atomically; return its path.
 
     The caller holds the store's lock (the state must not change while it is written). Older index files of the
@@ -409,7 +409,7 @@ def write_index(
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     try:
         with open(fd, "wb", buffering=1 << 20, closefd=True) as file:
-            _write_state(_FrameWriter(file), header, columns, traces, trace_order, counters)
+            _write_state(_FrameWriter(file), header, state)
         os.replace(temporary, final)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -419,14 +419,8 @@ def write_index(
     return final
 
 
-def _write_state(
-    out: _FrameWriter,
-    header: IndexHeader,
-    columns: SpanColumns,
-    traces: dict[str, array],
-    trace_order: Iterable[str],
-    counters: dict[str, Any],
-) -> None:
+def _write_state(out: _FrameWriter, header: IndexHeader, state: StoreState) -> None:
+    columns, traces, trace_order, counters = state
     out.obj(header)
     order = list(trace_order)
     # Every trace id a chunk row names (live traces first, in arrival order; then those of dead rows), so that each
@@ -647,7 +641,7 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
         chunk.big = {slot: source.raw_bytes() for slot in big_slots}
         columns.chunks.append(chunk)
     source.end()
-    return LoadedIndex(header, columns, traces, trace_order, counters)
+    return LoadedIndex(header, StoreState(columns, traces, trace_order, counters))
 
 
 def skipped_lines(header: IndexHeader) -> list[SkippedLine]:

@@ -388,10 +388,8 @@ class SpanStore:
     def _adopt_index(self, loaded: Any, sealed: list[Any]) -> None:
         from spanstore.index_file import skipped_lines
 
-        self._columns = loaded.columns
-        self._traces = loaded.traces
-        self._trace_order = loaded.trace_order
-        for name, value in loaded.counters.items():
+        self._columns, self._traces, self._trace_order, counters = loaded.state
+        for name, value in counters.items():
             setattr(self, name, value)
         name = f"index-{loaded.last_segment:06d}"
         self._index_report.update(loaded=name, spans_loaded=self._span_count)
@@ -476,18 +474,19 @@ class SpanStore:
         self._write_index_locked(entries, skipped)
 
     def _write_index_locked(self, segments: list[tuple[int, int, int, int]], skipped: list[Any]) -> None:
-        from spanstore.index_file import FORMAT_VERSION, IndexHeader, native_layout, write_index
+        from spanstore.index_file import FORMAT_VERSION, IndexHeader, StoreState, native_layout, write_index
         from spanstore.log import INDEX_SUFFIX
 
         header = IndexHeader(FORMAT_VERSION, native_layout(), self._budgets(), segments, skipped)
         counters = {name: getattr(self, name) for name in _INDEXED_COUNTERS}
+        state = StoreState(self._columns, self._traces, self._trace_order, counters)
         if self._write_index_in_child and hasattr(os, "fork") and threading.active_count() == 1:
             # Only single-threaded: a child forked from a threaded process may inherit a lock another thread held.
             pid = os.fork()
             if pid == 0:  # the child: write, and leave without running the parent's exit handlers
                 code = 1
                 try:
-                    write_index(str(self.path), header, self._columns, self._traces, self._trace_order, counters)
+                    write_index(str(self.path), header, state)
                     code = 0
                 finally:
                     os._exit(code)
@@ -495,7 +494,7 @@ class SpanStore:
             self._index_report["written"] = f"index-{segments[-1][0]:06d}{INDEX_SUFFIX} (by process {pid})"
             return
         try:
-            written = write_index(str(self.path), header, self._columns, self._traces, self._trace_order, counters)
+            written = write_index(str(self.path), header, state)
         except OSError as exc:
             logger.warning(
                 "span store %s: could not write an index file (opening will replay the log): %s", self.path, exc
