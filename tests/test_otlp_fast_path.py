@@ -227,6 +227,13 @@ mutations = st.one_of(
 )
 
 
+def list_at(obj: dict[str, Any], key: str) -> list[Any]:
+    """``obj[key]``, made a list first if an earlier mutation left something else there."""
+    if type(obj.get(key)) is not list:
+        obj[key] = []
+    return obj[key]
+
+
 def mutate(document: dict[str, Any], mutation: tuple[tuple[str, str], Any], pick: int) -> None:
     """Apply one mutation to the ``pick``-th span of ``document`` (or its resource or scope)."""
     (what, field), value = mutation
@@ -244,18 +251,21 @@ def mutate(document: dict[str, Any], mutation: tuple[tuple[str, str], Any], pick
         if camel in span:
             span[value] = span.pop(camel)
     elif what == "attribute":
-        span.setdefault("attributes", []).insert(pick % 3, value)
+        list_at(span, "attributes").insert(pick % 3, value)
     elif what == "event":
-        span.setdefault("events", []).append(value)
+        list_at(span, "events").append(value)
     elif what == "link":
-        span.setdefault("links", []).append(value)
+        list_at(span, "links").append(value)
     elif what == "resource attribute":
-        resource_spans.setdefault("resource", {}).setdefault("attributes", []).append(value)
+        resource = resource_spans.get("resource")
+        if type(resource) is not dict:
+            resource = resource_spans["resource"] = {}
+        list_at(resource, "attributes").append(value)
     elif what == "scope attribute":
         scope = scope_spans.get("scope")
         if type(scope) is not dict:
             scope = scope_spans["scope"] = {}
-        scope.setdefault("attributes", []).append(value)
+        list_at(scope, "attributes").append(value)
     elif what == "scope":
         scope_spans["scope"] = value
     elif what == "resource":
