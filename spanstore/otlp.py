@@ -30,8 +30,9 @@ converted in one pass (no Python call per span but the StoredSpan's own, which i
 fields); any line the typed path cannot take exactly (snake_case, unknown fields, names for enums, base64 ids, an
 invalid value...) is decoded again by the lenient path, which explains every problem. Both give the same spans for
 every line the typed path accepts (tests/test_otlp_fast_path.py damages generated lines to check it). Encoding
-builds the protojson dicts per span and lets one reused ``msgspec.json.Encoder`` write them; resource and scope
-envelopes are encoded once and cached across calls.
+builds one msgspec struct per span (and per attribute), positionally, and lets one reused ``msgspec.json.Encoder``
+write 64 spans a call (one by one only where a line must be split); resource and scope envelopes are encoded once
+and cached across calls.
 
 Limits, by choice: attribute values nested more deeply than Python can recurse (a few hundred levels) make that
 span an issue (or, deeper still, the line corrupt). A span that names itself as its parent is kept as written
@@ -256,6 +257,133 @@ def _span_dict(span: StoredSpan) -> dict[str, Any]:
     return out
 
 
+# --- what encode_spans gives the encoder per span: structs, not dicts ---------------------------------------------
+#
+# A struct is built in one positional call and msgspec writes its field names pre-encoded; a field left None is
+# left out (omit_defaults), as protojson leaves out default values. The bytes are exactly _span_dict's (the same
+# keys in the same order), which stays for the rare span whose strings hold a lone surrogate (see _encode_span).
+
+
+class _ESpan(msgspec.Struct, omit_defaults=True, gc=False):
+    traceId: str
+    spanId: str
+    traceState: Any = None
+    parentSpanId: Any = None
+    flags: Any = None
+    name: Any = None
+    kind: Any = None
+    startTimeUnixNano: Any = None
+    endTimeUnixNano: Any = None
+    attributes: Any = None
+    droppedAttributesCount: Any = None
+    events: Any = None
+    droppedEventsCount: Any = None
+    links: Any = None
+    droppedLinksCount: Any = None
+    status: Any = None  # always given: written, as {} when empty
+
+
+class _EStatus(msgspec.Struct, omit_defaults=True, gc=False):
+    message: Any = None
+    code: Any = None
+
+
+class _EKeyValue(msgspec.Struct, gc=False):
+    key: str
+    value: Any
+
+
+class _EString(msgspec.Struct, gc=False):
+    stringValue: str
+
+
+class _EInt(msgspec.Struct, gc=False):
+    intValue: str
+
+
+class _EDouble(msgspec.Struct, gc=False):
+    doubleValue: float
+
+
+class _EBool(msgspec.Struct, gc=False):
+    boolValue: bool
+
+
+_EMPTY_STATUS = _EStatus()
+_ETRUE = _EBool(True)
+_EFALSE = _EBool(False)
+
+
+def _scalar_struct(value: Any) -> Any:
+    """The AnyValue of a non-string attribute value: a struct for the common scalars, else _any_value's dict."""
+    kind = type(value)
+    if kind is int:
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return _EInt(str(value))
+    elif kind is bool:
+        return _ETRUE if value else _EFALSE
+    elif kind is float and value - value == 0.0:  # finite
+        return _EDouble(value)
+    return _any_value(value)
+
+
+def _key_value_structs(keys: tuple[str, ...], values: tuple[Any, ...]) -> list[Any]:
+    """_key_values, as structs."""
+    if "" in keys:
+        return _key_values(keys, values)
+    return [
+        _EKeyValue(k, _EString(v)) if type(v) is str else _EKeyValue(k, _scalar_struct(v))
+        for k, v in zip(keys, values, strict=True)
+    ]
+
+
+def _span_struct(span: StoredSpan) -> _ESpan:
+    """_span_dict, as a struct."""
+    attributes = span.attributes
+    start = span.start_time_unix_nano
+    end = span.end_time_unix_nano
+    message = span.status_message
+    code = span.status_code
+    return _ESpan(
+        span.trace_id,
+        span.span_id,
+        span.trace_state or None,
+        span.parent_span_id,
+        span.flags or None,
+        span.name or None,
+        span.kind or None,
+        str(start) if start else None,
+        str(end) if end else None,
+        _key_value_structs(attributes.keys_, attributes.values_) if attributes.keys_ else None,
+        span.dropped_attributes_count or None,
+        [_event_dict(event) for event in span.events] if span.events else None,
+        span.dropped_events_count or None,
+        [_link_dict(link) for link in span.links] if span.links else None,
+        span.dropped_links_count or None,
+        _EStatus(message or None, code or None) if message or code else _EMPTY_STATUS,
+    )
+
+
+def _encode_span(span: StoredSpan) -> bytes:
+    try:
+        return _encoder.encode(_span_struct(span))
+    except UnicodeEncodeError:  # a lone surrogate: _encode replaces it, in dicts
+        return _encode(_span_dict(span))
+
+
+#: How many spans encode_spans encodes in one call (as one JSON array); a chunk that does not fit in the line
+#: being built is encoded again span by span, so at most this many spans are encoded twice per line split.
+_CHUNK_SPANS = 64
+
+
+def _encode_chunk(spans: list[StoredSpan]) -> bytes | None:
+    """``[span,span,...]`` as one JSON array, or None when a string holds a lone surrogate (encode one by one)."""
+    try:
+        return _encoder.encode(list(map(_span_struct, spans)))
+    except UnicodeEncodeError:
+        return None
+
+
 def _without_surrogates(obj: Any) -> Any:
     """``obj`` with every lone surrogate in its strings replaced by U+FFFD (they cannot be written as UTF-8)."""
     if isinstance(obj, str):
@@ -405,10 +533,10 @@ def encode_spans(spans: Iterable[StoredSpan], *, max_line_bytes: int = DEFAULT_M
     groups = _group(spans)
     if not groups:
         return []
-    encode = _encode
     lines: list[bytes] = []
-    # The line being built: [(resource_open, resource_close, [(scope_open, scope_close, [span_bytes])])]
-    line: list[tuple[bytes, bytes, list[tuple[bytes, bytes, list[bytes]]]]] = []
+    # The line being built: [(resource_open, resource_close, [(scope_open, scope_close, [span_bytes])])], where
+    # span_bytes is one span, or the spans of a chunk joined by commas
+    line: list[tuple[bytes, bytes, list[tuple[bytes, bytes, list[bytes | memoryview]]]]] = []
     size = len(_LINE_OPEN) + len(_LINE_CLOSE)
 
     def flush() -> None:
@@ -438,41 +566,63 @@ def encode_spans(spans: Iterable[StoredSpan], *, max_line_bytes: int = DEFAULT_M
         res_open = resource_envelope.open
         res_close = resource_envelope.close
         res_overhead = resource_envelope.overhead
-        res_entry: list[tuple[bytes, bytes, list[bytes]]] | None = None
+        res_entry: list[tuple[bytes, bytes, list[bytes | memoryview]]] | None = None
         for scope_envelope, scope_spans in scopes.items():
             scope_open = scope_envelope.open
             scope_close = scope_envelope.close
             scope_overhead = scope_envelope.overhead
-            span_parts: list[bytes] | None = None
-            for span in scope_spans:
-                data = encode(_span_dict(span))
-                if span_parts is not None and size + len(data) + 1 <= max_line_bytes:
-                    span_parts.append(data)  # the common case: one more span in the open scope, with a comma
-                    size += len(data) + 1
-                    continue
-                while True:
-                    added = len(data)
+            span_parts: list[bytes | memoryview] | None = None
+            for start in range(0, len(scope_spans), _CHUNK_SPANS):
+                chunk = scope_spans[start : start + _CHUNK_SPANS]
+                whole = _encode_chunk(chunk) if len(chunk) > 1 else None
+                if whole is not None:
+                    # The common case: the whole chunk fits in the line being built (spans joined by commas).
+                    added = len(whole) - 2
                     if span_parts is not None:
                         added += 1  # comma
                     else:
                         added += scope_overhead + (1 if res_entry else 0)
                         if res_entry is None:
                             added += res_overhead + (1 if line else 0)
-                    if size + added <= max_line_bytes or not line:
-                        break
-                    flush()
-                    line = []
-                    size = len(_LINE_OPEN) + len(_LINE_CLOSE)
-                    res_entry = None
-                    span_parts = None
-                if res_entry is None:
-                    res_entry = []
-                    line.append((res_open, res_close, res_entry))
-                if span_parts is None:
-                    span_parts = []
-                    res_entry.append((scope_open, scope_close, span_parts))
-                span_parts.append(data)
-                size += added
+                    if size + added <= max_line_bytes:
+                        if res_entry is None:
+                            res_entry = []
+                            line.append((res_open, res_close, res_entry))
+                        if span_parts is None:
+                            span_parts = []
+                            res_entry.append((scope_open, scope_close, span_parts))
+                        span_parts.append(memoryview(whole)[1:-1])
+                        size += added
+                        continue
+                for span in chunk:  # one by one: the line must be split in this chunk (or a surrogate)
+                    data = _encode_span(span)
+                    if span_parts is not None and size + len(data) + 1 <= max_line_bytes:
+                        span_parts.append(data)  # the common case: one more span in the open scope, with a comma
+                        size += len(data) + 1
+                        continue
+                    while True:
+                        added = len(data)
+                        if span_parts is not None:
+                            added += 1  # comma
+                        else:
+                            added += scope_overhead + (1 if res_entry else 0)
+                            if res_entry is None:
+                                added += res_overhead + (1 if line else 0)
+                        if size + added <= max_line_bytes or not line:
+                            break
+                        flush()
+                        line = []
+                        size = len(_LINE_OPEN) + len(_LINE_CLOSE)
+                        res_entry = None
+                        span_parts = None
+                    if res_entry is None:
+                        res_entry = []
+                        line.append((res_open, res_close, res_entry))
+                    if span_parts is None:
+                        span_parts = []
+                        res_entry.append((scope_open, scope_close, span_parts))
+                    span_parts.append(data)
+                    size += added
     flush()
     return lines
 
