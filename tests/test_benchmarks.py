@@ -228,7 +228,7 @@ def test_check_aims_flags_a_regression_beyond_the_margin(capsys):
     assert report.check_aims("log", fine)[0] == []
     slow = {**fine, "replay": fine["replay"] / 2}  # 5x below the README's replay rate
     violations, rows = report.check_aims("log", slow)
-    assert violations == ["log: replay 10,352 spans/s < 17,253 spans/s (3x the README's 51,759 spans/s)"]
+    assert violations == ["log: replay 20,219 spans/s < 33,698 spans/s (3x the README's 101,095 spans/s)"]
     assert [row["ok"] for row in rows] == [True, True, False]
     assert "REGRESSION" in capsys.readouterr().out
     queries = {f"{q.name} p95": 0.00001 for q in QUERIES}
