@@ -836,6 +836,115 @@ def test_a_directory_deleted_while_in_use_is_recreated_and_logged(
     ]
 
 
+def test_a_line_the_codec_fails_on_unexpectedly_is_skipped_naming_the_error(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while decoding one line (not a CorruptLineError) skips that line with a reason that
+    names the exception, and the other lines still read."""
+    with SpanLog(store_path, fsync="never") as log:
+        for span in pool()[:3]:
+            log.append([span])
+    real_decode = log_module.decode_line
+    poisoned = pool()[1].span_id.encode()
+
+    def decode(piece, **kwargs):
+        if poisoned in piece:
+            raise RuntimeError("codec bug")
+        return real_decode(piece, **kwargs)
+
+    monkeypatch.setattr(log_module, "decode_line", decode)
+    with SpanLog(store_path) as log:
+        assert log.read()[0] == [pool()[0], pool()[2]]
+        [skipped] = log.stats().skipped_lines
+    assert (skipped.line_number, skipped.torn) == (2, False)
+    assert skipped.reason == "expected a JSON TracesData line, got RuntimeError: codec bug"
+
+
+def test_a_line_with_many_invalid_spans_logs_only_the_first_three(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five invalid spans in one line are all counted, but only the first three issues are logged (at debug level):
+    a bad producer cannot flood the log with one line."""
+    spans = list(pool()[:5])
+    line = encode_spans(spans)[0]
+    for span in spans:
+        line = line.replace(span.trace_id.encode(), b"zz")
+    store_path.mkdir()
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[5:6]))
+    with open(store_path / segment_name(1), "ab") as f:
+        f.write(line)
+    with SpanLog(store_path) as log, caplog.at_level(logging.DEBUG, logger="spanstore.log"):
+        assert log.read()[0] == list(pool()[5:6])
+        assert log.stats().invalid_spans == 5
+    assert sum("traceId: expected a trace id" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_a_segment_retention_cannot_delete_is_logged_and_kept(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention that cannot delete an old segment (a permission error) logs a warning naming it and the reason,
+    keeps it, and the append that triggered it still succeeds."""
+    with SpanLog(store_path, fsync="never", segment_max_bytes=1) as log:
+        for i in range(3):
+            log.append(list(pool()[i : i + 1]))
+    failure = PermissionError(errno.EACCES, "Permission denied")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(path) == segment_name(1):
+            raise failure
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with SpanLog(store_path, fsync="never", segment_max_bytes=1, max_bytes=1) as log:
+        with caplog.at_level(logging.WARNING, logger="spanstore.log"):
+            log.append(list(pool()[3:4]))
+        monkeypatch.undo()
+        assert (store_path / segment_name(1)).exists()
+    assert f"retention could not delete {segment_name(1)}: {failure}" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_refused_newer_segment_leaves_no_stale_descriptor(store_path: Path, tmp_path: Path) -> None:
+    """A newer segment (another writer's roll) turns out to be a planted link: the append is refused, and closing the
+    log afterwards closes only the log's own files (not the process's stdout, fd 1)."""
+    stdout = os.fstat(1)
+    target = tmp_path / "victim.txt"
+    target.write_bytes(b"")
+    log = SpanLog(store_path, fsync="never")
+    log.append(list(pool()[:1]))
+    (store_path / segment_name(2)).symlink_to(target)
+    with pytest.raises(StorageError, match="symbolic link"):
+        log.append(list(pool()[1:2]))
+    log.close()
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (stdout.st_dev, stdout.st_ino)
+    assert target.read_bytes() == b""
+
+
+def test_a_reader_that_may_not_write_the_lock_file_still_reads(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader whose lock file is read-only to it (another user's store, say) still takes the lock, through a
+    read-only descriptor, to tell a torn tail from a write in progress: it reads every whole line and skips the
+    torn one."""
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:3]))
+    _write_half_line(store_path / segment_name(1))
+    lock_path = os.fspath(store_path / LOCK_NAME)
+    real_open = log_module._open_regular
+
+    def open_regular(path, flags):
+        if os.fspath(path) == lock_path and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, "Permission denied", lock_path)
+        return real_open(path, flags)
+
+    monkeypatch.setattr(log_module, "_open_regular", open_regular)
+    with SpanLog(store_path, create=False) as log:
+        assert log.read()[0] == list(pool()[:3])
+        assert log.stats().torn_tails == 1
+
+
 def test_closed_log_raises_store_closed_error(store_path: Path) -> None:
     """close is idempotent; afterwards every operation raises StoreClosedError."""
     log = SpanLog(store_path)

@@ -269,6 +269,51 @@ def test_close_without_a_timeout_waits_until_everything_is_written(tmp_path) -> 
         assert sorted(int(s.span_id, 16) for s in reopened.spans()) == [1, 2, 3, 4, 5]
 
 
+def test_close_returns_within_its_timeout_while_the_directory_lock_is_held(tmp_path) -> None:
+    """close(timeout_seconds) returns about then even while another holder keeps the directory lock (the log's close
+    included): the spans not yet written are dropped, not waited for."""
+    import time
+
+    import portalocker
+
+    path = tmp_path / "store"
+    store = SpanStore(path, flush_interval_seconds=0.05)
+    store.add_many([make_span(1, i, start=i) for i in range(1, 4)])
+    assert store.flush(timeout_seconds=10)
+    with open(path / "spanstore.lock", "a") as holder:
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        store.add_many([make_span(2, i, start=i) for i in range(4, 7)])
+        time.sleep(0.2)  # the writer is now waiting for the lock, in the middle of an append
+        closer = threading.Thread(target=store.close, kwargs={"timeout_seconds": 0.5})
+        started = time.monotonic()
+        closer.start()
+        closer.join(timeout=5)
+        returned = not closer.is_alive()
+        elapsed = time.monotonic() - started
+        portalocker.unlock(holder)
+    closer.join()
+    assert returned and elapsed < 2.0, elapsed
+    with SpanStore(path) as reopened:
+        assert sorted(int(s.span_id, 16) for s in reopened.spans()) == [1, 2, 3]
+
+
+def test_disk_max_bytes_is_the_retention_of_the_store_log(tmp_path) -> None:
+    """disk_max_bytes bounds the store's directory: at the next append the oldest segments past it are deleted (never
+    the one being written)."""
+    from spanstore.log import SpanLog, segment_name
+
+    path = tmp_path / "store"
+    with SpanLog(path, fsync="never", segment_max_bytes=1) as log:
+        for i in range(1, 6):
+            log.append([make_span(i, i, start=i, name="n" * 500)])
+    with SpanStore(path, disk_max_bytes=2048, fsync="never") as store:
+        store.add(make_span(10, 10, start=10))
+        assert store.flush(timeout_seconds=30)
+        log_stats = store.stats().log
+    assert log_stats["segments_deleted"] >= 1 and log_stats["disk_bytes"] <= 2048
+    assert not (path / segment_name(1)).exists() and (path / segment_name(5)).exists()
+
+
 def test_stats_of_a_persistent_store_name_its_path_log_and_writer(tmp_path) -> None:
     """A store with a directory reports where it is, and its log's and writer's counters."""
     path = tmp_path / "store"
