@@ -437,6 +437,38 @@ def test_numeric_filters_find_the_rows_of_sealed_runs() -> None:
 _OPERATORS = {"==": operator.eq, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
+def test_newest_first_holds_when_an_earlier_block_of_rows_started_later() -> None:
+    """Arrival order is not start order: 32 rows (one block) that started late, then a block that started early.
+    Newest-first queries, with or without a limit, still return the late block first, in start order."""
+    store = SpanStore()
+    starts = [1000 + i for i in range(32)] + list(range(32))
+    for seq, start in enumerate(starts):
+        store.add(make_span(seq + 1, seq + 1, start=start, name="op" if seq % 2 else "other"))
+    for wanted in ({}, {"name": "op"}):
+        want = sorted(
+            (s for s in store.spans() if wanted.get("name", s.name) == s.name),
+            key=lambda s: s.start_time_unix_nano,
+            reverse=True,
+        )
+        for limit in (3, 20, None):
+            got = query_spans(store, limit=limit, **wanted)
+            assert [s.start_time_unix_nano for s in got] == [s.start_time_unix_nano for s in want[:limit]], wanted
+
+
+def test_longest_first_after_evictions_freed_the_first_chunks() -> None:
+    """Once eviction has dropped whole chunks from the front, longest-first queries still rank by each span's own
+    duration (ties: the later start first)."""
+    store = SpanStore(max_spans=3 * CHUNK_ROWS // 2)
+    for i in range(5 * CHUNK_ROWS):
+        store.add(make_span(i + 1, i + 1, start=i, duration=(i * 7919) % 1000, name=f"op{i % 3}"))
+    assert store._columns.first_chunk > 0
+    held = [s for s in store.spans() if s.name == "op1"]
+    want = sorted(held, key=lambda s: (s.duration_ns, s.start_time_unix_nano), reverse=True)
+    for limit in (5, None):
+        got = query_spans(store, name="op1", order="longest", limit=limit)
+        assert [s.span_id for s in got] == [s.span_id for s in want[:limit]]
+
+
 def test_lone_surrogates_in_a_span_built_by_hand_read_back_exactly() -> None:
     """A StoredSpan built in Python may hold lone surrogates (the SDK and OTLP paths replace them; a hand-built span
     keeps them): in an array, a nested array, a long string, or a status message beside an array, the store takes
