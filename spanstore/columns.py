@@ -167,12 +167,13 @@ def _pack_value(value: Any) -> Any:
         return value
     if kind is int:
         return value if _INT_MIN <= value <= _UINT_MAX else msgspec.msgpack.Ext(_EXT_BIGINT, str(value).encode())
+    # _encode, not _ENCODE: a lone surrogate in an array or map must not fail the row halfway through append
     if kind is tuple:
-        return msgspec.msgpack.Ext(_EXT_TUPLE, _ENCODE([_pack_value(item) for item in value]))
+        return msgspec.msgpack.Ext(_EXT_TUPLE, _encode([_pack_value(item) for item in value]))
     if kind is list:
-        return msgspec.msgpack.Ext(_EXT_LIST, _ENCODE([_pack_value(item) for item in value]))
+        return msgspec.msgpack.Ext(_EXT_LIST, _encode([_pack_value(item) for item in value]))
     if isinstance(value, AttributeMap):
-        return msgspec.msgpack.Ext(_EXT_MAP, _ENCODE([list(value.keys_), [_pack_value(v) for v in value.values_]]))
+        return msgspec.msgpack.Ext(_EXT_MAP, _encode([list(value.keys_), [_pack_value(v) for v in value.values_]]))
     raise TypeError(f"attribute value of type {kind.__name__} cannot be stored: {value!r}")
 
 

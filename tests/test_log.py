@@ -387,6 +387,20 @@ def test_partial_tail_of_an_older_segment_is_torn(store_path: Path) -> None:
         assert log.stats().torn_tails == 1
 
 
+def test_torn_tails_of_two_segments_are_two(store_path: Path) -> None:
+    """Each torn tail is counted: two segments a crash cut mid-line give two torn tails, and both lines are skipped."""
+    with SpanLog(store_path, fsync="never", max_bytes=None) as log:
+        log.append(list(pool()[:3]))
+    _write_half_line(store_path / segment_name(1))
+    (store_path / segment_name(2)).write_bytes(encode_spans(list(pool()[3:5]))[0])
+    _write_half_line(store_path / segment_name(2))
+    with SpanLog(store_path) as log:
+        assert log.read()[0] == list(pool()[:5])
+        stats = log.stats()
+        assert stats.torn_tails == 2
+        assert [s.torn for s in stats.skipped_lines] == [True, True]
+
+
 def test_other_signal_lines_are_counted_not_skipped(store_path: Path) -> None:
     """A metrics line in a segment is not corrupt: it is counted as another signal and passed over."""
     with SpanLog(store_path, fsync="never") as log:
@@ -623,7 +637,7 @@ def test_disk_full_raises_storage_error_and_leaves_no_partial_line(
         segment = store_path / segment_name(1)
         before = segment.read_bytes()
         monkeypatch.setattr(os, "write", full_disk_write)
-        with pytest.raises(StorageError, match="disk full") as info:
+        with pytest.raises(StorageError, match=r": disk full \(no space left on device\)$") as info:
             log.append(list(pool()[3:6]))
         assert info.value.errno == errno.ENOSPC
         assert segment.name in str(info.value)
@@ -659,6 +673,276 @@ def test_append_waits_for_a_briefly_held_lock(store_path: Path) -> None:
         log.append(list(pool()[:2]))
         timer.join()
         assert log.read()[0] == list(pool()[:2])
+
+
+def test_end_position_names_the_segment_it_cannot_open(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment that cannot be opened (an I/O error) makes end_position raise StorageError saying what failed,
+    where and why."""
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:2]))
+        segment = store_path / segment_name(1)
+        real_open = log_module._open_regular
+
+        def failing_open(path, flags):
+            if os.fspath(path) == os.fspath(segment):
+                raise OSError(errno.EIO, "Input/output error")
+            return real_open(path, flags)
+
+        monkeypatch.setattr(log_module, "_open_regular", failing_open)
+        with pytest.raises(StorageError) as info:
+            log.end_position()
+        assert str(info.value) == f"cannot open segment {segment}: Input/output error"
+        assert info.value.errno == errno.EIO
+
+
+def test_stats_count_the_segments_left_when_one_vanishes_meanwhile(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment deleted between listing and measuring (another process's retention) is passed over; the segments
+    after it are still counted."""
+    with SpanLog(store_path, fsync="never", max_bytes=None) as log:
+        log.append(list(pool()[:3]))
+        first = store_path / segment_name(1)
+        second = store_path / segment_name(2)
+        second.write_bytes(encode_spans(list(pool()[3:5]))[0])
+        real_lstat = os.lstat
+
+        def lstat(path, *args, **kwargs):
+            if os.fspath(path) == os.fspath(first):
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", os.fspath(path))
+            return real_lstat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        stats = log.stats()
+        monkeypatch.undo()
+        assert (stats.segments, stats.disk_bytes) == (1, second.stat().st_size)
+
+
+def test_a_second_close_closes_no_other_descriptor(store_path: Path) -> None:
+    """close() is idempotent down to the file descriptors: a second close leaves the process's other open files (its
+    stdout, fd 1, here) alone."""
+    stdout = os.fstat(1)
+    log = SpanLog(store_path, fsync="never")
+    log.append(list(pool()[:1]))
+    log.close()
+    log.close()
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (stdout.st_dev, stdout.st_ino)
+
+
+def test_a_failed_unlock_is_logged_with_the_lock_file(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unlock that fails after an append is not an error (closing the descriptor releases the lock): it is
+    logged as a warning naming the lock file and the reason, and the data is in the log."""
+    failure = OSError(errno.EIO, "Input/output error")
+
+    def failing_unlock(fd: int) -> None:
+        raise failure
+
+    with SpanLog(store_path, fsync="never") as log:
+        monkeypatch.setattr(log_module, "_unlock_fd", failing_unlock)
+        with caplog.at_level(logging.WARNING, logger="spanstore.log"):
+            log.append(list(pool()[:2]))
+        monkeypatch.undo()
+        assert log.read()[0] == list(pool()[:2])
+    messages = [record.getMessage() for record in caplog.records if record.name == "spanstore.log"]
+    assert f"cannot unlock {store_path / LOCK_NAME}: {failure}" in messages
+
+
+def test_a_segment_that_cannot_be_created_raises_storage_error(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a segment fails (an I/O error): append raises StorageError saying what failed, where and why."""
+    with SpanLog(store_path, fsync="never") as log:
+        segment = store_path / segment_name(1)
+        real_open = log_module._open_regular
+
+        def failing_open(path, flags):
+            if os.fspath(path) == os.fspath(segment) and flags & os.O_CREAT:
+                raise OSError(errno.EIO, "Input/output error")
+            return real_open(path, flags)
+
+        monkeypatch.setattr(log_module, "_open_regular", failing_open)
+        with pytest.raises(StorageError) as info:
+            log.append(list(pool()[:1]))
+        assert str(info.value) == f"cannot create segment {segment}: Input/output error"
+        assert info.value.errno == errno.EIO
+
+
+def test_a_directory_planted_as_a_segment_is_refused(store_path: Path) -> None:
+    """A directory under a segment's name is refused with a StorageError that says what was found there."""
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:1]))
+    planted = store_path / segment_name(2)
+    planted.mkdir()
+    with SpanLog(store_path) as log, pytest.raises(StorageError) as info:
+        log.read()
+    assert f"expected a regular file at {planted}, found a directory;" in str(info.value)
+
+
+def test_a_span_the_codec_refuses_is_reported_with_its_segment_and_line(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line whose span is invalid (a bad trace id) is read without that span, counted, and reported at debug level
+    with the segment and line it came from."""
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:1]))
+    bad = encode_spans(list(pool()[1:2]))[0].replace(pool()[1].trace_id.encode(), b"zz")
+    with open(store_path / segment_name(1), "ab") as f:
+        f.write(bad)
+    with SpanLog(store_path) as log, caplog.at_level(logging.DEBUG, logger="spanstore.log"):
+        assert log.read()[0] == list(pool()[:1])
+        assert (log.stats().invalid_spans, log.stats().decode_issues) == (1, 1)
+    assert f"{segment_name(1)} line 2, " in caplog.text
+
+
+def test_the_default_fsync_interval_is_one_second(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default policy, "interval", syncs an append made 1 s after the last sync and not one made sooner (the
+    README: it loses up to 1 s of appends)."""
+    clock = [1000.0]
+    fake_time = type("FakeTime", (), {"monotonic": staticmethod(lambda: clock[0]), "time": time.time})
+    fake_time.time_ns, fake_time.sleep = time.time_ns, time.sleep
+    monkeypatch.setattr(log_module, "time", fake_time)
+    synced: list[int] = []
+    monkeypatch.setattr(log_module, "_fdatasync", lambda fd: synced.append(fd))
+    with SpanLog(store_path) as log:
+        log.append(list(pool()[:1]))
+        clock[0] += 0.9
+        log.append(list(pool()[1:2]))
+        assert synced == []
+        clock[0] += 0.1
+        log.append(list(pool()[2:3]))
+        assert len(synced) == 1
+
+
+def test_a_directory_deleted_while_in_use_is_recreated_and_logged(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store directory deleted under an open log: the next append recreates it (marker included), its spans
+    land there, and a warning says what happened."""
+    import shutil
+
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:2]))
+        shutil.rmtree(store_path)
+        with caplog.at_level(logging.WARNING, logger="spanstore.log"):
+            log.append(list(pool()[2:4]))
+        assert (store_path / MARKER_NAME).is_file()
+        assert log.read()[0] == list(pool()[2:4])
+    assert [r.getMessage() for r in caplog.records if "while in use" in r.getMessage()] == [
+        f"spanstore: the store directory {store_path} was deleted while in use; recreated it as a store, spans go "
+        "there from now on"
+    ]
+
+
+def test_a_line_the_codec_fails_on_unexpectedly_is_skipped_naming_the_error(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while decoding one line (not a CorruptLineError) skips that line with a reason that
+    names the exception, and the other lines still read."""
+    with SpanLog(store_path, fsync="never") as log:
+        for span in pool()[:3]:
+            log.append([span])
+    real_decode = log_module.decode_line
+    poisoned = pool()[1].span_id.encode()
+
+    def decode(piece, **kwargs):
+        if poisoned in piece:
+            raise RuntimeError("codec bug")
+        return real_decode(piece, **kwargs)
+
+    monkeypatch.setattr(log_module, "decode_line", decode)
+    with SpanLog(store_path) as log:
+        assert log.read()[0] == [pool()[0], pool()[2]]
+        [skipped] = log.stats().skipped_lines
+    assert (skipped.line_number, skipped.torn) == (2, False)
+    assert skipped.reason == "expected a JSON TracesData line, got RuntimeError: codec bug"
+
+
+def test_a_line_with_many_invalid_spans_logs_only_the_first_three(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five invalid spans in one line are all counted, but only the first three issues are logged (at debug level):
+    a bad producer cannot flood the log with one line."""
+    spans = list(pool()[:5])
+    line = encode_spans(spans)[0]
+    for span in spans:
+        line = line.replace(span.trace_id.encode(), b"zz")
+    store_path.mkdir()
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[5:6]))
+    with open(store_path / segment_name(1), "ab") as f:
+        f.write(line)
+    with SpanLog(store_path) as log, caplog.at_level(logging.DEBUG, logger="spanstore.log"):
+        assert log.read()[0] == list(pool()[5:6])
+        assert log.stats().invalid_spans == 5
+    assert sum("traceId: expected a trace id" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_a_segment_retention_cannot_delete_is_logged_and_kept(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention that cannot delete an old segment (a permission error) logs a warning naming it and the reason,
+    keeps it, and the append that triggered it still succeeds."""
+    with SpanLog(store_path, fsync="never", segment_max_bytes=1) as log:
+        for i in range(3):
+            log.append(list(pool()[i : i + 1]))
+    failure = PermissionError(errno.EACCES, "Permission denied")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(path) == segment_name(1):
+            raise failure
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with SpanLog(store_path, fsync="never", segment_max_bytes=1, max_bytes=1) as log:
+        with caplog.at_level(logging.WARNING, logger="spanstore.log"):
+            log.append(list(pool()[3:4]))
+        monkeypatch.undo()
+        assert (store_path / segment_name(1)).exists()
+    assert f"retention could not delete {segment_name(1)}: {failure}" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_refused_newer_segment_leaves_no_stale_descriptor(store_path: Path, tmp_path: Path) -> None:
+    """A newer segment (another writer's roll) turns out to be a planted link: the append is refused, and closing the
+    log afterwards closes only the log's own files (not the process's stdout, fd 1)."""
+    stdout = os.fstat(1)
+    target = tmp_path / "victim.txt"
+    target.write_bytes(b"")
+    log = SpanLog(store_path, fsync="never")
+    log.append(list(pool()[:1]))
+    (store_path / segment_name(2)).symlink_to(target)
+    with pytest.raises(StorageError, match="symbolic link"):
+        log.append(list(pool()[1:2]))
+    log.close()
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (stdout.st_dev, stdout.st_ino)
+    assert target.read_bytes() == b""
+
+
+def test_a_reader_that_may_not_write_the_lock_file_still_reads(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader whose lock file is read-only to it (another user's store, say) still takes the lock, through a
+    read-only descriptor, to tell a torn tail from a write in progress: it reads every whole line and skips the
+    torn one."""
+    with SpanLog(store_path, fsync="never") as log:
+        log.append(list(pool()[:3]))
+    _write_half_line(store_path / segment_name(1))
+    lock_path = os.fspath(store_path / LOCK_NAME)
+    real_open = log_module._open_regular
+
+    def open_regular(path, flags):
+        if os.fspath(path) == lock_path and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, "Permission denied", lock_path)
+        return real_open(path, flags)
+
+    monkeypatch.setattr(log_module, "_open_regular", open_regular)
+    with SpanLog(store_path, create=False) as log:
+        assert log.read()[0] == list(pool()[:3])
+        assert log.stats().torn_tails == 1
 
 
 def test_closed_log_raises_store_closed_error(store_path: Path) -> None:

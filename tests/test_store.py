@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 from pathlib import Path
 from unittest import mock
@@ -13,8 +14,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import spanstore.query as query_module
-from spanstore import AttributeMap, InvalidQueryError, SpanStore, StatusCode, StoreClosedError, StoredSpan
-from spanstore.columns import CHUNK_ROWS, posting_seqs
+from spanstore import (
+    AttributeMap,
+    InvalidQueryError,
+    InvalidSpanError,
+    SpanStore,
+    StatusCode,
+    StoreClosedError,
+    StoredSpan,
+)
+from spanstore.columns import CHUNK_ROWS, RUN_ROWS, posting_seqs
 from spanstore.query import get_trace, query_spans
 from spanstore.store import StoreStats
 from tests.model_reference import ReferenceStore, estimated_bytes
@@ -244,6 +253,92 @@ def test_refresh_loads_what_another_store_appended(tmp_path) -> None:
     assert SpanStore().refresh() == 0
 
 
+def test_refresh_reads_only_what_was_appended_since_the_last_one(tmp_path) -> None:
+    """A second refresh() with nothing new appended adds nothing, even after the budget evicted spans the first one
+    loaded: it reads on from where the last one stopped, not the whole log again."""
+    path = tmp_path / "store"
+    with SpanStore(path, max_spans=2) as reader, SpanStore(path) as writer:
+        writer.add_many([make_span(trace, trace, start=trace) for trace in (1, 2, 3)])
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 3
+        held = [s.span_id for s in reader.spans()]
+        assert len(held) == 2
+        assert reader.refresh() == 0
+        assert [s.span_id for s in reader.spans()] == held
+        writer.add(make_span(4, 4, start=4))
+        assert writer.flush(timeout_seconds=30)
+        assert reader.refresh() == 1
+        assert sorted(int(s.span_id, 16) for s in reader.spans()) == [3, 4]
+
+
+@pytest.mark.parametrize("field", ["start_time_unix_nano", "end_time_unix_nano"])
+@pytest.mark.parametrize("bad", [-1, 2**64, 1.5])
+def test_one_time_out_of_range_is_refused_naming_its_field(field: str, bad: object) -> None:
+    """One of the two times outside 0..2**64-1 (or not an int), the other fine: the span is refused with an
+    InvalidSpanError that names the field, and the store is unchanged."""
+    store = SpanStore()
+    span = msgspec.structs.replace(make_span(1, 1, start=5), **{field: bad})
+    with pytest.raises(InvalidSpanError, match=field):
+        store.add(span)
+    assert len(store) == 0
+    store._check()
+
+
+def test_close_without_a_timeout_waits_until_everything_is_written(tmp_path) -> None:
+    """close(timeout_seconds=None) waits as long as it takes: every span added before it is on disk after it."""
+    path = tmp_path / "store"
+    store = SpanStore(path)
+    store.add_many([make_span(1, i, start=i) for i in range(1, 6)])
+    store.close(timeout_seconds=None)
+    with SpanStore(path) as reopened:
+        assert sorted(int(s.span_id, 16) for s in reopened.spans()) == [1, 2, 3, 4, 5]
+
+
+def test_close_returns_within_its_timeout_while_the_directory_lock_is_held(tmp_path) -> None:
+    """close(timeout_seconds) returns about then even while another holder keeps the directory lock (the log's close
+    included): the spans not yet written are dropped, not waited for."""
+    import time
+
+    import portalocker
+
+    path = tmp_path / "store"
+    store = SpanStore(path, flush_interval_seconds=0.05)
+    store.add_many([make_span(1, i, start=i) for i in range(1, 4)])
+    assert store.flush(timeout_seconds=10)
+    with open(path / "spanstore.lock", "a") as holder:
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        store.add_many([make_span(2, i, start=i) for i in range(4, 7)])
+        time.sleep(0.2)  # the writer is now waiting for the lock, in the middle of an append
+        closer = threading.Thread(target=store.close, kwargs={"timeout_seconds": 0.5})
+        started = time.monotonic()
+        closer.start()
+        closer.join(timeout=5)
+        returned = not closer.is_alive()
+        elapsed = time.monotonic() - started
+        portalocker.unlock(holder)
+    closer.join()
+    assert returned and elapsed < 2.0, elapsed
+    with SpanStore(path) as reopened:
+        assert sorted(int(s.span_id, 16) for s in reopened.spans()) == [1, 2, 3]
+
+
+def test_disk_max_bytes_is_the_retention_of_the_store_log(tmp_path) -> None:
+    """disk_max_bytes bounds the store's directory: at the next append the oldest segments past it are deleted (never
+    the one being written)."""
+    from spanstore.log import SpanLog, segment_name
+
+    path = tmp_path / "store"
+    with SpanLog(path, fsync="never", segment_max_bytes=1) as log:
+        for i in range(1, 6):
+            log.append([make_span(i, i, start=i, name="n" * 500)])
+    with SpanStore(path, disk_max_bytes=2048, fsync="never") as store:
+        store.add(make_span(10, 10, start=10))
+        assert store.flush(timeout_seconds=30)
+        log_stats = store.stats().log
+    assert log_stats["segments_deleted"] >= 1 and log_stats["disk_bytes"] <= 2048
+    assert not (path / segment_name(1)).exists() and (path / segment_name(5)).exists()
+
+
 def test_stats_of_a_persistent_store_name_its_path_log_and_writer(tmp_path) -> None:
     """A store with a directory reports where it is, and its log's and writer's counters."""
     path = tmp_path / "store"
@@ -346,6 +441,105 @@ def test_seqs_are_renumbered_before_they_overflow() -> None:
     )
 
 
+def test_numeric_filters_find_the_rows_of_sealed_runs() -> None:
+    """Past RUN_ROWS values of one key the numeric index keeps sorted, sealed runs: equality and every range operator
+    find each match held there, values on the bound included, ints and floats alike."""
+    store = SpanStore(max_spans=3 * RUN_ROWS)
+    for i in range(2 * RUN_ROWS + 100):
+        attributes = AttributeMap.of({"n": i % 10, "half": (i % 10) / 2})
+        store.add(make_span(i // 4 + 1, i + 1, start=i, attributes=attributes))
+    assert len(store._columns.keys["n"].numbers.runs) == 2  # two sealed runs and an open one hold the values
+    held = store.spans()
+    bounds = [("n", "==", 3), ("n", ">=", 7), ("n", "<=", 2), ("n", ">", 8), ("n", "<", 1)]
+    bounds += [("half", "==", 1.5), ("half", ">=", 3.5), ("half", "<=", 0.5)]
+    for key, op, bound in bounds:
+        want = [s.span_id for s in held if _OPERATORS[op](s.attributes[key], bound)]
+        got = [s.span_id for s in query_spans(store, attributes=[(key, op, bound)])]
+        assert sorted(got) == sorted(want) and want, (key, op, bound, len(got), len(want))
+    store._check()
+
+
+_OPERATORS = {"==": operator.eq, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def test_newest_first_holds_when_an_earlier_block_of_rows_started_later() -> None:
+    """Arrival order is not start order: 32 rows (one block) that started late, then a block that started early.
+    Newest-first queries, with or without a limit, still return the late block first, in start order."""
+    store = SpanStore()
+    starts = [1000 + i for i in range(32)] + list(range(32))
+    for seq, start in enumerate(starts):
+        store.add(make_span(seq + 1, seq + 1, start=start, name="op" if seq % 2 else "other"))
+    for wanted in ({}, {"name": "op"}):
+        want = sorted(
+            (s for s in store.spans() if wanted.get("name", s.name) == s.name),
+            key=lambda s: s.start_time_unix_nano,
+            reverse=True,
+        )
+        for limit in (3, 20, None):
+            got = query_spans(store, limit=limit, **wanted)
+            assert [s.start_time_unix_nano for s in got] == [s.start_time_unix_nano for s in want[:limit]], wanted
+
+
+def test_longest_first_after_evictions_freed_the_first_chunks() -> None:
+    """Once eviction has dropped whole chunks from the front, longest-first queries still rank by each span's own
+    duration (ties: the later start first)."""
+    store = SpanStore(max_spans=3 * CHUNK_ROWS // 2)
+    for i in range(5 * CHUNK_ROWS):
+        store.add(make_span(i + 1, i + 1, start=i, duration=(i * 7919) % 1000, name=f"op{i % 3}"))
+    assert store._columns.first_chunk > 0
+    held = [s for s in store.spans() if s.name == "op1"]
+    want = sorted(held, key=lambda s: (s.duration_ns, s.start_time_unix_nano), reverse=True)
+    for limit in (5, None):
+        got = query_spans(store, name="op1", order="longest", limit=limit)
+        assert [s.span_id for s in got] == [s.span_id for s in want[:limit]]
+
+
+def test_lone_surrogates_in_a_span_built_by_hand_read_back_exactly() -> None:
+    """A StoredSpan built in Python may hold lone surrogates (the SDK and OTLP paths replace them; a hand-built span
+    keeps them): in an array, a nested array, a long string, or a status message beside an array, the store takes
+    the span whole and reads it back exactly."""
+    store = SpanStore()
+    in_array = make_span(1, 1, attributes=AttributeMap.of({"tags": ("ok", "bad \ud800"), "deep": [("x\udc00",), "y"]}))
+    beside = make_span(
+        2,
+        2,
+        start=1,
+        status_code=StatusCode.ERROR,
+        status_message="bad \udfff",
+        attributes=AttributeMap.of({"t": (1, "b")}),
+    )
+    long_text = make_span(3, 3, start=2, attributes=AttributeMap.of({"body": "z" * 300 + "\ud800", "t": ("a",)}))
+    assert store.add_many([in_array, beside, long_text]) == 3
+    store._check()
+    assert same_spans(query_spans(store, order="oldest"), [in_array, beside, long_text])
+
+
+def test_links_and_events_read_back_with_their_dropped_counts() -> None:
+    """The dropped counts the SDK's limits produce (of a span's attributes, events and links, and of an event's and a
+    link's attributes) read back from the store as the span was given."""
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanContext
+
+    exporter = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attributes=1, max_events=1, max_links=1, max_event_attributes=1, max_link_attributes=1)
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    context = SpanContext(0x1, 0x2, is_remote=False)
+    links = [Link(context), Link(context, {"a": 1, "b": 2, "c": 3})]  # the SDK keeps the latest
+    with provider.get_tracer("t").start_as_current_span("s", attributes={"a": 1, "b": 2}, links=links) as span:
+        span.add_event("e1", {"a": 1, "b": 2})
+        span.add_event("e2", {"a": 1, "b": 2, "c": 3})
+    [finished] = exporter.get_finished_spans()
+    store = SpanStore()
+    store.submit(finished)
+    [stored] = store.spans()
+    assert stored == StoredSpan.from_readable_span(finished)
+    assert (stored.dropped_attributes_count, stored.dropped_events_count, stored.dropped_links_count) == (1, 1, 1)
+    assert stored.links[0].dropped_attributes_count == 2 and stored.events[0].dropped_attributes_count == 2
+
+
 @pytest.mark.stress
 def test_concurrent_writers_and_readers_stay_consistent() -> None:
     """4 writer threads and 4 query threads: no exception, _check() holds, final counts exact."""
@@ -408,6 +602,7 @@ def test_a_memory_store_converts_bursts_in_the_background() -> None:
         store.submit(span)
     drainer = store._drainer._thread
     assert drainer is not None
+    assert drainer.name == "spanstore-drain"  # what a thread dump (py-spy, faulthandler) shows it as
     deadline = time.monotonic() + 10
     while store._inbox and time.monotonic() < deadline:
         time.sleep(0.05)
