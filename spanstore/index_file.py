@@ -1,24 +1,25 @@
-"""Index files: a store's packed state on disk, beside the sealed segments it was built from.
+"""Index files: a store's packed state on disk, so that opening a store decodes only what was appended since.
 
 Why
 ---
 Opening a store replays its log: decoding OTLP JSON and indexing it costs ~35 µs a span, 35 s for a full store of a
 million spans. An index file holds what that replay builds (the :class:`~spanstore.columns.SpanColumns` chunks, tables
-and posting lists, and the store's trace lists and counters) as it stood after the last sealed segment; opening loads
-it with a few large reads and replays only the segments that came after it, normally just the live one.
+and posting lists, and the store's trace lists and counters) as it stood at a place in the log; opening loads it
+with a few large reads and decodes only the lines appended after that place.
 
 Why one file for the state, not one a segment: every table and posting list of the engine spans all segments (a
 string is interned once for the whole store; a posting list holds the rows of every segment), so per-segment files
-would have to be merged id by id on open, which costs as much as indexing again. So the file is the engine's
-state after segment ``n``, ``index-<n>.spanstore``, and a newer one replaces it; see :mod:`spanstore.log` for the
-directory layout.
+would have to be merged id by id on open, which costs as much as indexing again. So the file is the engine's state
+as of offset ``o`` of segment ``n`` (usually the end of what was written when a store was last opened), named
+``index-<n>.spanstore``; a newer one replaces it. See :mod:`spanstore.log` for the directory layout.
 
 The log stays the only source of truth. An index file is used only when everything checks out: its magic and format
 version, the byte order, the store's budgets (``max_spans``, ``max_bytes``, ``max_spans_per_trace``), the identity of
-every segment it covers (size, and a CRC-32 of its last 64 KiB), and a CRC-32 of every frame. Anything else (missing,
-stale, of another version, truncated, bit-flipped) is ignored with one warning and rebuilt by the replay that
-follows. Files are written to a temporary name (``O_EXCL | O_NOFOLLOW``, mode 0600) and renamed into place, so a
-reader never sees half a file and a writer killed mid-write leaves only a temporary file, removed later.
+every segment it covers (the bytes covered, and a CRC-32 of the 64 KiB before their end; segments only grow at their
+end, so the last one may have grown since), and a CRC-32 of every frame. Anything else (missing, stale, of another
+version, truncated, bit-flipped) is ignored with one warning and rebuilt by the replay that follows. Files are
+written to a temporary name (``O_EXCL | O_NOFOLLOW``, mode 0600) and renamed into place, so a reader never sees half
+a file and a writer killed mid-write leaves only a temporary file, removed later.
 
 Segments deleted by retention after the file was written are allowed: the rows that came from them (a prefix, the
 file records each segment's first row) are evicted as the file is loaded, whole traces at a time, as FIFO eviction
@@ -119,9 +120,15 @@ class IndexHeader(msgspec.Struct, array_like=True):
     version: int
     native: dict[str, Any]
     budgets: tuple[int, int, int]  # max_spans, max_bytes, max_spans_per_trace
-    #: (sequence, size, CRC-32 of the last 64 KiB, first row seq of the segment's spans), oldest first
+    #: (sequence, bytes covered, CRC-32 of the 64 KiB before that, first row seq of the segment's spans), oldest
+    #: first; the last may be covered in part (it was being written): what follows is decoded at open
     segments: list[tuple[int, int, int, int]]
     skipped: list[tuple[str, int, str, bool]]  # skipped lines met in those segments (SkippedLine fields)
+
+    @property
+    def end(self) -> tuple[int, int]:
+        """The log position the state reaches: (segment, offset)."""
+        return (self.segments[-1][0], self.segments[-1][1])
 
 
 class StoreState(NamedTuple):
@@ -144,12 +151,13 @@ class LoadedIndex(NamedTuple):
         return self.header.segments[-1][0]
 
 
-def segment_identity(directory: str, segment: SegmentFile) -> int:
-    """CRC-32 of a segment's last 64 KiB (with its size, what tells a sealed segment from any other file)."""
-    fd = os.open(os.path.join(directory, segment.name), os.O_RDONLY | os.O_NOFOLLOW)
+def segment_identity(directory: str, name: str, end: int) -> int:
+    """CRC-32 of the 64 KiB of a segment before ``end`` (with the size, what tells the bytes an index file covers
+    from any other file)."""
+    fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        start = max(0, segment.size - _TAIL_BYTES)
-        return zlib.crc32(os.pread(fd, segment.size - start, start))
+        start = max(0, end - _TAIL_BYTES)
+        return zlib.crc32(os.pread(fd, end - start, start))
     finally:
         os.close(fd)
 
@@ -492,9 +500,9 @@ def _remove_older(directory: str, last: int) -> None:
 
 # --- reading --------------------------------------------------------------------------------------------------------
 def find_index(
-    directory: str, budgets: tuple[int, int, int], sealed: list[SegmentFile]
+    directory: str, budgets: tuple[int, int, int], segments: list[SegmentFile]
 ) -> tuple[LoadedIndex | None, IndexProblem | None]:
-    """The newest usable index file for these sealed segments, loaded; or None and why not (None: there is none).
+    """The newest usable index file for these segments, loaded; or None and why not (None: there is none).
 
     Never raises for a bad file: the reason comes back for the caller to count and log.
     """
@@ -503,17 +511,17 @@ def find_index(
         names = os.listdir(directory)
     except OSError as exc:
         return None, IndexProblem(f"cannot list {directory}: {exc}")
-    newest_sealed = sealed[-1].sequence if sealed else 0
+    newest = segments[-1].sequence if segments else 0
     for name in names:
         sequence = index_sequence(name)
-        if sequence is not None and sequence <= newest_sealed:
+        if sequence is not None and sequence <= newest:
             candidates.append((sequence, name))
     if not candidates:
         return None, None
     _, name = max(candidates)
     path = os.path.join(directory, name)
     try:
-        return _load(path, budgets, directory, sealed), None
+        return _load(path, budgets, directory, segments), None
     except IndexError_ as exc:
         return None, IndexProblem(f"{name}: {exc}", exc.damaged)
     except OSError as exc:
@@ -522,18 +530,18 @@ def find_index(
         return None, IndexProblem(f"{name}: damaged: {type(exc).__name__}: {exc}")
 
 
-def _load(path: str, budgets: tuple[int, int, int], directory: str, sealed: list[SegmentFile]) -> LoadedIndex:
+def _load(path: str, budgets: tuple[int, int, int], directory: str, segments: list[SegmentFile]) -> LoadedIndex:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with open(fd, "rb", buffering=0, closefd=True) as file:
         size = os.fstat(file.fileno()).st_size
         source = _FrameReader(file, size)
         header = msgspec.msgpack.decode(source._next(_OBJ), type=IndexHeader)
-        _check_header(header, budgets, directory, sealed)
+        _check_header(header, budgets, directory, segments)
         return _read_state(source, header)
 
 
 def _check_header(
-    header: IndexHeader, budgets: tuple[int, int, int], directory: str, sealed: list[SegmentFile]
+    header: IndexHeader, budgets: tuple[int, int, int], directory: str, segments: list[SegmentFile]
 ) -> None:
     if header.version != FORMAT_VERSION:
         raise IndexError_(f"format version {header.version}, this spanstore reads version {FORMAT_VERSION}")
@@ -545,23 +553,26 @@ def _check_header(
         )
     if not header.segments:
         raise IndexError_("covers no segment")
-    on_disk = {segment.sequence: segment for segment in sealed}
+    on_disk = {segment.sequence: segment for segment in segments}
     present = False
-    for sequence, size, crc, _ in header.segments:
+    last = len(header.segments) - 1
+    for position, (sequence, size, crc, _) in enumerate(header.segments):
         segment = on_disk.get(sequence)
         if segment is None:
-            if present:
+            if present or position == last:
                 raise IndexError_(f"segment {sequence} it holds is gone, but older ones remain")
             continue  # deleted by retention: its rows are evicted on load
         present = True
-        if segment.size != size or segment_identity(directory, segment) != crc:
+        # Segments grow only at the end: the last one covered may have grown since; the others were sealed.
+        grown = segment.size > size and position == last
+        if (segment.size != size and not grown) or segment_identity(directory, segment.name, size) != crc:
             raise IndexError_(
-                f"stale: {segment.name} is not the file it was built from (size {segment.size}, was {size})"
+                f"stale: {segment.name} is not the file it was built from (size {segment.size}, covered {size})"
             )
     if not present:
         raise IndexError_("every segment it holds has been deleted")
     first_covered = header.segments[0][0]
-    if any(segment.sequence < first_covered for segment in sealed):
+    if any(segment.sequence < first_covered for segment in segments):
         raise IndexError_(f"the directory holds segments older than the ones it covers (from {first_covered})")
 
 

@@ -6,8 +6,8 @@ A store directory holds::
     spanstore.lock          the cross-process lock file (portalocker, around each batch append)
     spans-000001.jsonl      segments, oldest first; every line one OTLP ``TracesData`` object
     spans-000002.jsonl      ... the newest segment is the one being written
-    index-000001.spanstore  derived: the store's packed state after segment 1 (spanstore.index_file); never
-                            the truth, rebuilt from the segments whenever it is missing, stale or damaged
+    index-000002.spanstore  derived: the store's packed state as of a place in segment 2 (spanstore.index_file);
+                            never the truth, rebuilt from the segments whenever it is missing, stale or damaged
 
 Segments are plain OTLP JSON Lines, so the OpenTelemetry Collector's ``otlp_json_file`` receiver (and
 ``spanstore import``) read them as they are.
@@ -78,9 +78,8 @@ FORMAT_NAME = "spanstore-log"
 FORMAT_VERSION = 1
 
 _SEGMENT_RE = re.compile(r"spans-(\d{6,})\.jsonl\Z")
-#: Segments roll at this size: the live segment is decoded on every open (the sealed ones are in the index file), so
-#: small enough for that to take ~0.1 s, yet large enough that the index file is not rewritten after every few batches.
-DEFAULT_SEGMENT_MAX_BYTES = 4 << 20
+#: Segments roll at this size (each roll costs an fsync under the "interval" and "always" policies).
+DEFAULT_SEGMENT_MAX_BYTES = 16 << 20
 INDEX_PREFIX = "index-"
 INDEX_SUFFIX = ".spanstore"
 _INDEX_RE = re.compile(r"index-(\d{6,})\.spanstore\Z")
@@ -124,7 +123,7 @@ def segment_name(sequence: int) -> str:
 
 
 def index_name(sequence: int) -> str:
-    """The file name of the derived index that holds the store's state up to the end of segment ``sequence``.
+    """The file name of the derived index that holds the store's state up to a place in segment ``sequence``.
 
     >>> index_name(3)
     'index-000003.spanstore'

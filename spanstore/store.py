@@ -81,6 +81,8 @@ MAX_INDEXED_STRING = MAX_REF_STRING
 # Above this many spans waiting in the inbox, ``submit`` converts them on the caller's thread: it bounds memory
 # when nobody queries and no writer thread drains.
 _INBOX_DRAIN_THRESHOLD = 8192
+#: An open that decoded this many bytes of the log after its index file (or without one) writes a new one.
+INDEX_AFTER_BYTES = 1 << 20
 #: The store's counters an index file keeps (see spanstore.index_file).
 _INDEXED_COUNTERS = (
     "_span_count",
@@ -212,7 +214,7 @@ class SpanStore:
     ``path=None`` keeps spans in memory only. With a path, the store opens (creating it if needed) a
     :class:`~spanstore.log.SpanLog` directory of OTLP JSON Lines, loads the newest ``max_spans`` spans from it, and
     appends every span added afterwards through a background writer (the caller never waits on disk). Opening
-    loads the index file of the sealed segments when there is a usable one and decodes only the segments after it
+    loads the index file when there is a usable one and decodes only what was appended after it
     (see :mod:`spanstore.index_file`); ``read_only=True`` opens an existing directory to query it: no writer, nothing
     appended (``add`` raises), though it may refresh the derived index file.
 
@@ -326,9 +328,9 @@ class SpanStore:
 
     # --- opening: an index file, then the segments after it ---------------------------------------------------------
     def _load_log(self) -> None:
-        """Load the log's newest spans: from the index file of the sealed segments when one is usable (then only
-        the segments after it are decoded), else by replaying the log; write a fresh index file when segments were
-        sealed since the last one (see :mod:`spanstore.index_file`)."""
+        """Load the log's newest spans: from the index file when one is usable (then only what was appended after
+        it is decoded), else by replaying the log; write a fresh index file when enough was decoded that the next
+        open should not decode it again (see :mod:`spanstore.index_file`)."""
         from spanstore.index_file import find_index
         from spanstore.log import LogPosition
 
@@ -336,56 +338,82 @@ class SpanStore:
         if not segments:
             self._log_position = LogPosition(0, 0)
             return
-        sealed, live = segments[:-1], segments[-1]
-        loaded = None
-        if sealed:
-            loaded, problem = find_index(str(self.path), self._budgets(), sealed)
-            if problem is not None:
-                self._index_report["rejected"] += 1
-                self._index_report["problem"] = problem.reason
-                # Built under other budgets (another process's configuration) is no fault: no warning for it.
-                logger.log(
-                    logging.WARNING if problem.damaged else logging.INFO,
-                    "span store %s: not using an index file (%s); rebuilding it from the log",
-                    self.path,
-                    problem.reason,
-                )
+        loaded, problem = find_index(str(self.path), self._budgets(), segments)
+        if problem is not None:
+            self._index_report["rejected"] += 1
+            self._index_report["problem"] = problem.reason
+            # Built under other budgets (another process's configuration) is no fault: no warning for it.
+            logger.log(
+                logging.WARNING if problem.damaged else logging.INFO,
+                "span store %s: not using an index file (%s); rebuilding it from the log",
+                self.path,
+                problem.reason,
+            )
         if loaded is not None:
-            covered = loaded.last_segment
-            tail = [segment for segment in sealed if segment.sequence > covered]
-            held = sum(segment.size for segment in sealed if segment.sequence <= covered)
-            if sum(segment.size for segment in tail) > held:
-                loaded = None  # far behind: replaying the newest spans reads less than the index and its tail
+            end_segment, end_offset = loaded.header.end
+            behind = sum(segment.size for segment in segments if segment.sequence > end_segment)
+            behind += sum(segment.size - end_offset for segment in segments if segment.sequence == end_segment)
+            held = sum(entry[1] for entry in loaded.header.segments)
+            if behind > held:
+                loaded = None  # far behind: replaying the newest spans reads less than the index and what follows
         if loaded is None:
-            self._replay_newest(sealed, live)
-            return
-        self._adopt_index(loaded, sealed)
-        kept = [entry for entry in loaded.header.segments if any(s.sequence == entry[0] for s in sealed)]
-        for segment in tail:
-            first_row = self._columns.next_seq
-            spans, _ = self._log.read(LogPosition(segment.sequence, 0), until_segment=segment.sequence)
-            for span in spans:
-                self._add_locked(span)
-            del spans
-            kept.append(self._segment_entry(segment, first_row))
-        if tail:
-            names = {segment.name for segment in sealed}
-            skipped = [line for line in loaded.header.skipped if line[0] in names]
-            skipped += [_skipped_fields(line) for line in self._log.skipped_in(segment.sequence for segment in tail)]
-            self._write_index_locked(kept, skipped)
-        spans, self._log_position = self._log.read(LogPosition(live.sequence, 0))
-        for span in spans:
-            self._add_locked(span)
+            first_rows = self._replay_newest()
+            entries: list[tuple[int, int, int, int]] = []
+            skipped: list[Any] = []
+            unindexed = sum(segment.size for segment in segments)
+        else:
+            self._adopt_index(loaded, segments)
+            present = {segment.sequence for segment in segments}
+            entries = [entry for entry in loaded.header.segments[:-1] if entry[0] in present]
+            skipped = [line for line in loaded.header.skipped if line[0] in {segment.name for segment in segments}]
+            first_rows = {loaded.header.segments[-1][0]: loaded.header.segments[-1][3]}
+            position = LogPosition(*loaded.header.end)
+            # Segment by segment, to know where each one's rows start (retention may delete the oldest later).
+            for segment in segments:
+                if segment.sequence < position.segment:
+                    continue
+                first_rows.setdefault(segment.sequence, self._columns.next_seq)
+                spans, position = self._log.read(position, until_segment=segment.sequence)
+                for span in spans:
+                    self._add_locked(span)
+                del spans
+            self._log_position = position
+            unindexed = behind
+        # Worth a new index file: enough was decoded, or segments rolled since (tiny segments, in tests, also count).
+        rolled = self._log_position.segment > (loaded.header.end[0] if loaded is not None else segments[0].sequence)
+        if unindexed >= INDEX_AFTER_BYTES or rolled:
+            self._index_through(entries, first_rows, skipped)
+
+    def _index_through(
+        self, entries: list[tuple[int, int, int, int]], first_rows: dict[int, int], skipped: list[Any]
+    ) -> None:
+        """Write the index file of the state now held: the log read up to ``self._log_position``.
+
+        ``entries``: the segments an earlier index file covered whole (kept as they are); ``first_rows``: the seq of
+        the first row of each later segment read.
+        """
+        from spanstore.index_file import segment_identity
+
+        end_segment, end_offset = self._log_position
+        covered = {entry[0] for entry in entries}
+        first_row = self._columns.next_seq  # a segment that gave no row starts where the next newer one does
+        later = []
+        for segment in reversed(self._log.segment_files()):
+            if segment.sequence > end_segment or segment.sequence in covered:
+                continue
+            size = end_offset if segment.sequence == end_segment else segment.size
+            first_row = first_rows.get(segment.sequence, first_row)
+            later.append((segment.sequence, size, segment_identity(str(self.path), segment.name, size), first_row))
+        entries = sorted(entries + later)
+        if not entries or entries[-1][0] != end_segment:
+            return  # the segment the read ended in is gone (retention): nothing consistent to write
+        skipped = skipped + [_skipped_fields(line) for line in self._log.skipped_in(entry[0] for entry in later)]
+        self._write_index_locked(entries, skipped)
 
     def _budgets(self) -> tuple[int, int, int]:
         return (self.max_spans, self.max_bytes, self.max_spans_per_trace)
 
-    def _segment_entry(self, segment: Any, first_row: int) -> tuple[int, int, int, int]:
-        from spanstore.index_file import segment_identity
-
-        return (segment.sequence, segment.size, segment_identity(str(self.path), segment), first_row)
-
-    def _adopt_index(self, loaded: Any, sealed: list[Any]) -> None:
+    def _adopt_index(self, loaded: Any, segments: list[Any]) -> None:
         from spanstore.index_file import skipped_lines
 
         self._columns, self._traces, self._trace_order, counters = loaded.state
@@ -395,7 +423,7 @@ class SpanStore:
         self._index_report.update(loaded=name, spans_loaded=self._span_count)
         self._log.restore_skipped(skipped_lines(loaded.header))
         # Rows of segments that retention deleted since the file was written: the oldest traces, evicted whole.
-        present = {segment.sequence for segment in sealed}
+        present = {segment.sequence for segment in segments}
         cut = next(first_row for sequence, _, _, first_row in loaded.header.segments if sequence in present)
         evicted = False
         while self._trace_order and self._traces[self._trace_order[0]][0] < cut:
@@ -407,7 +435,8 @@ class SpanStore:
         if self._span_count > self.max_spans or self._bytes > self.max_bytes:
             self._evict_locked()
 
-    def _replay_newest(self, sealed: list[Any], live: Any) -> None:
+    def _replay_newest(self) -> dict[int, int]:
+        """Load the log's newest spans by decoding them; return the seq of the first row of each segment read."""
         # The newest max_spans spans of the log, packed as they are decoded (newest first) into scratch columns, then
         # added oldest first. A million decoded spans alive at once would cost ~800 MB, and the small-object
         # allocator would keep that much after they are gone; packed, they cost ~200 bytes each, and the scratch
@@ -433,16 +462,7 @@ class SpanStore:
             starts.append((sequence, scratch.next_seq))
 
         _, self._log_position = self._log.read_newest_lines(wanted, pack, on_segment)
-        # Scratch seqs of the sealed segments' spans are those from `boundary` on (the live segment's come first).
-        # (Segments newer than `live` may have appeared since the listing: they count as live here.)
-        last_sealed = sealed[-1].sequence if sealed else -1
-        boundary = next((start for sequence, start in starts if sequence <= last_sealed), None)
-        if boundary is None:
-            # The budget was met within the live segment: no sealed span is held, so no index file would help (and
-            # one would hold the store in a state the next open could not reproduce).
-            sealed = []
-            boundary = scratch.next_seq
-        # Segment of each scratch seq range, oldest first, to record where each segment's rows start in the store.
+        # Scratch seq ranges of each segment, oldest segment first (scratch holds the newest spans first).
         ranges = sorted(((start, sequence) for sequence, start in starts), reverse=True)
         first_rows: dict[int, int] = {}
         chunks = scratch.chunks
@@ -450,28 +470,12 @@ class SpanStore:
         for seq in range(scratch.next_seq - 1, -1, -1):
             while range_index < len(ranges) and seq < ranges[range_index][0]:
                 range_index += 1
-            if range_index < len(ranges) and ranges[range_index][1] not in first_rows:
-                first_rows[ranges[range_index][1]] = self._columns.next_seq
-            if seq == boundary - 1 and sealed:
-                self._index_sealed(sealed, first_rows)
+            if range_index < len(ranges):
+                first_rows.setdefault(ranges[range_index][1], self._columns.next_seq)
             self._add_locked(scratch.span(seq))
             if not seq & (CHUNK_ROWS - 1):
                 chunks.pop()  # every row of the last chunk is in the store now
-        if boundary == 0 and sealed:
-            self._index_sealed(sealed, first_rows)
-
-    def _index_sealed(self, sealed: list[Any], first_rows: dict[int, int]) -> None:
-        """Write the index file of the sealed segments, the store holding exactly their newest spans."""
-        entries = []
-        first_row = self._columns.next_seq  # a segment that gave no row starts where the next newer one does
-        for segment in reversed(sealed):
-            first_row = first_rows.get(segment.sequence, first_row)
-            entries.append(self._segment_entry(segment, first_row))
-        entries.reverse()
-        # Rows older than every segment's first row were not decoded (beyond the budget): the oldest segment owns
-        # whatever precedes the next one.
-        skipped = [_skipped_fields(line) for line in self._log.skipped_in(segment.sequence for segment in sealed)]
-        self._write_index_locked(entries, skipped)
+        return first_rows
 
     def _write_index_locked(self, segments: list[tuple[int, int, int, int]], skipped: list[Any]) -> None:
         from spanstore.index_file import FORMAT_VERSION, IndexHeader, StoreState, native_layout, write_index

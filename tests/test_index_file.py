@@ -478,3 +478,26 @@ def test_the_cli_answers_without_waiting_for_the_index_file_it_refreshes(store_d
     for key in ("span_count", "trace_count", "error_span_count", "services", "memory_estimate_bytes"):
         assert before[key] == after[key]
     assert after["span_count"] == held
+
+
+def test_an_index_covers_part_of_the_segment_being_written_and_the_next_open_decodes_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    """One segment, still being written: the index file covers what was there; later lines are decoded on top."""
+    path = tmp_path / "store"
+    with SpanLog(path, max_bytes=None, fsync="never") as log:  # default segments: everything stays in one
+        for start in range(0, 2500, 50):
+            log.append(workload(2500)[start : start + 50])
+    with SpanStore(path, read_only=True) as store:
+        first = store.stats().index
+    assert first["written"] == "index-000001.spanstore"
+    with SpanLog(path, max_bytes=None, fsync="never") as log:
+        log.append(workload(40, seed=5, first_trace=70_000))
+        assert len(log.segment_files()) == 1
+    with SpanStore(path, read_only=True) as store:
+        report = store.stats().index
+        got = answers(store)
+        decoded = store.stats().log["spans_read"]
+    assert report["loaded"] == "index-000001" and report["spans_loaded"] == 2500
+    assert decoded == 40  # only the lines appended after the index file's place
+    assert got["count"] == 2540 and got == replayed(path)
