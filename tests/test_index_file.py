@@ -501,3 +501,32 @@ def test_an_index_covers_part_of_the_segment_being_written_and_the_next_open_dec
     assert report["loaded"] == "index-000001" and report["spans_loaded"] == 2500
     assert decoded == 40  # only the lines appended after the index file's place
     assert got["count"] == 2540 and got == replayed(path)
+
+
+def test_an_index_file_with_intact_checksums_but_inconsistent_columns_is_refused(store_dir: Path) -> None:
+    """Frames that each check out but do not fit together (a column one row short, as a buggy writer might leave)
+    are refused as a whole, not loaded into a store that would fail at its first query."""
+    import struct
+    import zlib
+
+    with SpanStore(store_dir, read_only=True) as store:
+        want = answers(store)
+        rows = store._columns.next_seq  # one chunk: every row is in it
+    (index,) = index_files(store_dir)
+    data = bytearray(index.read_bytes())
+    frame = struct.Struct("<BQI")
+    at = 16
+    while at < len(data):
+        kind, length, _ = frame.unpack_from(data, at)
+        if kind == 2 and length == rows:  # the chunk's status/kind bits: one byte a row
+            payload = bytes(data[at + frame.size : at + frame.size + length - 1])
+            data[at : at + frame.size + length] = frame.pack(2, len(payload), zlib.crc32(payload)) + payload
+            break
+        at += frame.size + length
+    else:
+        pytest.fail("no column of one byte a row found")
+    index.write_bytes(bytes(data))
+    with SpanStore(store_dir, read_only=True) as store:
+        report = store.stats().index
+        assert answers(store) == want
+    assert report["loaded"] is None and "differ in length" in report["problem"]
