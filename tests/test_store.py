@@ -317,9 +317,12 @@ def test_close_returns_within_its_timeout_while_the_directory_lock_is_held(tmp_p
         elapsed = time.monotonic() - started
         portalocker.unlock(holder)
     closer.join()
-    assert returned and elapsed < 2.0, elapsed
+    assert returned and elapsed < 3.0, elapsed  # 0.5 s asked; the margin is for a loaded machine
     with SpanStore(path) as reopened:
-        assert sorted(int(s.span_id, 16) for s in reopened.spans()) == [1, 2, 3]
+        held = sorted(int(s.span_id, 16) for s in reopened.spans())
+    # The batch the writer had taken before close gave up is written whole once the lock frees, or not at all
+    # (whether it had been taken by then is timing); never in part, and nothing flushed before is lost.
+    assert held in ([1, 2, 3], [1, 2, 3, 4, 5, 6]), held
 
 
 def test_disk_max_bytes_is_the_retention_of_the_store_log(tmp_path) -> None:
