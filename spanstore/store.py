@@ -499,9 +499,12 @@ class SpanStore:
             return
         try:
             written = write_index(str(self.path), header, state)
-        except OSError as exc:
+        except Exception as exc:  # an index file only saves time: no failure of it may fail the open
             logger.warning(
-                "span store %s: could not write an index file (opening will replay the log): %s", self.path, exc
+                "span store %s: could not write an index file (the next open will replay the log): %s: %s",
+                self.path,
+                type(exc).__name__,
+                exc,
             )
             return
         self._index_report["written"] = os.path.basename(written)

@@ -530,3 +530,24 @@ def test_an_index_file_with_intact_checksums_but_inconsistent_columns_is_refused
         report = store.stats().index
         assert answers(store) == want
     assert report["loaded"] is None and "differ in length" in report["problem"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), ValueError("unexpected")])
+def test_a_store_opens_when_its_index_file_cannot_be_written(store_dir: Path, failure, monkeypatch, caplog) -> None:
+    """A disk that refuses the index file (full, say), or any fault writing it, costs the next open time, never this
+    one: the store opens with every span, and no partial or temporary file stays behind."""
+    import spanstore.index_file as index_module
+
+    def fail_midway(out, *args):
+        out.obj([0])  # part of the file is written, then the fault
+        raise failure
+
+    monkeypatch.setattr(index_module, "_write_state", fail_midway)
+    with caplog.at_level(logging.WARNING, logger="spanstore.store"), SpanStore(store_dir, read_only=True) as store:
+        report = store.stats().index
+        got = answers(store)
+    monkeypatch.undo()
+    assert report["written"] is None and not index_files(store_dir)
+    assert not [p for p in store_dir.iterdir() if p.name.startswith(".index-")]
+    assert any("could not write an index file" in message for message in caplog.messages)
+    assert got == replayed(store_dir)
