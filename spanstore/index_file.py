@@ -57,6 +57,7 @@ from spanstore.columns import (
     _pack_value,
     _Runs,
     _Table,
+    keys_mask,
 )
 from spanstore.columns import _encode as _encode_payload
 from spanstore.log import INDEX_PREFIX, SegmentFile, SkippedLine, index_name, index_sequence
@@ -71,7 +72,6 @@ __all__ = [
     "find_index",
     "native_layout",
     "segment_identity",
-    "skipped_lines",
     "write_index",
 ]
 
@@ -96,14 +96,14 @@ def native_layout() -> dict[str, Any]:
     return dict(_NATIVE)
 
 
-class IndexError_(Exception):
+class UnusableIndex(Exception):
     """An index file that cannot be used (the message says why); the caller replays instead."""
 
     #: False when the file is sound but made for another configuration (budgets): worth no warning.
     damaged = True
 
 
-class _OtherBudgets(IndexError_):
+class _OtherBudgets(UnusableIndex):
     damaged = False
 
 
@@ -123,7 +123,7 @@ class IndexHeader(msgspec.Struct, array_like=True):
     #: (sequence, bytes covered, CRC-32 of the 64 KiB before that, first row seq of the segment's spans), oldest
     #: first; the last may be covered in part (it was being written): what follows is decoded at open
     segments: list[tuple[int, int, int, int]]
-    skipped: list[tuple[str, int, str, bool]]  # skipped lines met in those segments (SkippedLine fields)
+    skipped: list[SkippedLine]  # the skipped lines met in those segments, as the log reports them
 
     @property
     def end(self) -> tuple[int, int]:
@@ -197,19 +197,19 @@ class _FrameReader:
     def __init__(self, file: BinaryIO, size: int) -> None:
         self.file = file
         if file.read(len(MAGIC)) != MAGIC:
-            raise IndexError_("not an index file (bad magic)")
+            raise UnusableIndex("not an index file (bad magic)")
         self.remaining = size - len(MAGIC)
 
     def _header(self, kind: int) -> tuple[int, int]:
         header = self.file.read(_FRAME.size)
         if len(header) != _FRAME.size:
-            raise IndexError_("truncated (a frame header is cut short)")
+            raise UnusableIndex("truncated (a frame header is cut short)")
         found, length, crc = _FRAME.unpack(header)
         self.remaining -= _FRAME.size
         if found != kind:
-            raise IndexError_(f"expected a frame of kind {kind}, got {found}")
+            raise UnusableIndex(f"expected a frame of kind {kind}, got {found}")
         if length > self.remaining:
-            raise IndexError_(f"truncated (a frame of {length} bytes, {self.remaining} left in the file)")
+            raise UnusableIndex(f"truncated (a frame of {length} bytes, {self.remaining} left in the file)")
         self.remaining -= length
         return length, crc
 
@@ -217,7 +217,7 @@ class _FrameReader:
         length, crc = self._header(kind)
         data = self.file.read(length)
         if len(data) != length or zlib.crc32(data) != crc:
-            raise IndexError_("checksum mismatch (the file is damaged)")
+            raise UnusableIndex("checksum mismatch (the file is damaged)")
         return data
 
     def obj(self) -> Any:
@@ -231,12 +231,12 @@ class _FrameReader:
         length, crc = self._header(_RAW)
         values = array(typecode)
         if length % values.itemsize:
-            raise IndexError_(f"an array of {length} bytes is not a whole number of {values.itemsize}-byte items")
+            raise UnusableIndex(f"an array of {length} bytes is not a whole number of {values.itemsize}-byte items")
         if length:
             values = array(typecode, bytes(length))
             view = memoryview(values).cast("B")
             if self.file.readinto(view) != length or zlib.crc32(view) != crc:
-                raise IndexError_("checksum mismatch (the file is damaged)")
+                raise UnusableIndex("checksum mismatch (the file is damaged)")
         return values
 
     def raw_bytes(self) -> bytes:
@@ -245,7 +245,7 @@ class _FrameReader:
     def end(self) -> None:
         self._next(_END)
         if self.remaining:
-            raise IndexError_(f"{self.remaining} unexpected bytes after the end")
+            raise UnusableIndex(f"{self.remaining} unexpected bytes after the end")
 
 
 # --- postings -------------------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def _read_postings(source: _FrameReader) -> list[Any]:
             append(flat[at : at + length])
             at += length
     if at != len(flat):
-        raise IndexError_("posting lists do not add up")
+        raise UnusableIndex("posting lists do not add up")
     return postings
 
 
@@ -305,7 +305,7 @@ def _read_index_dict(source: _FrameReader) -> dict[Any, Any]:
     keys = [(_BoolKey.TRUE if value else _BoolKey.FALSE) if tag else value for tag, value in source.payload()]
     postings = _read_postings(source)
     if len(keys) != len(postings):
-        raise IndexError_("an index's keys and posting lists differ in number")
+        raise UnusableIndex("an index's keys and posting lists differ in number")
     return dict(zip(keys, postings, strict=True))
 
 
@@ -322,7 +322,7 @@ def _read_table(source: _FrameReader, unpack: Callable[[Any], Any]) -> _Table:
     table.free = free
     table.refs = source.raw("q")
     if len(table.refs) != len(table.values):
-        raise IndexError_("a table's values and reference counts differ in number")
+        raise UnusableIndex("a table's values and reference counts differ in number")
     freed = set(free)
     table.ids = {value: ident for ident, value in enumerate(table.values) if ident not in freed and value is not None}
     return table
@@ -376,18 +376,18 @@ def _write_runs(out: _FrameWriter, runs: _Runs) -> None:
 def _read_runs(source: _FrameReader) -> _Runs:
     typecode, count = source.obj()
     if typecode not in ("d", "q"):
-        raise IndexError_(f"unknown run type {typecode!r}")
+        raise UnusableIndex(f"unknown run type {typecode!r}")
     runs = _Runs(typecode)
     for _ in range(count):
         values = source.raw(typecode)
         seqs = source.raw(SEQ_TYPE)
         if len(values) != len(seqs):
-            raise IndexError_("a run's values and seqs differ in number")
+            raise UnusableIndex("a run's values and seqs differ in number")
         runs.runs.append((values, seqs))
     runs.open_values = source.raw(typecode)
     runs.open_seqs = source.raw(SEQ_TYPE)
     if len(runs.open_values) != len(runs.open_seqs):
-        raise IndexError_("a run's values and seqs differ in number")
+        raise UnusableIndex("a run's values and seqs differ in number")
     return runs
 
 
@@ -522,7 +522,7 @@ def find_index(
     path = os.path.join(directory, name)
     try:
         return _load(path, budgets, directory, segments), None
-    except IndexError_ as exc:
+    except UnusableIndex as exc:
         return None, IndexProblem(f"{name}: {exc}", exc.damaged)
     except OSError as exc:
         return None, IndexProblem(f"{name}: cannot read: {exc}")
@@ -544,15 +544,15 @@ def _check_header(
     header: IndexHeader, budgets: tuple[int, int, int], directory: str, segments: list[SegmentFile]
 ) -> None:
     if header.version != FORMAT_VERSION:
-        raise IndexError_(f"format version {header.version}, this spanstore reads version {FORMAT_VERSION}")
+        raise UnusableIndex(f"format version {header.version}, this spanstore reads version {FORMAT_VERSION}")
     if header.native != _NATIVE:
-        raise IndexError_(f"written on another kind of machine ({header.native}, here {_NATIVE})")
+        raise UnusableIndex(f"written on another kind of machine ({header.native}, here {_NATIVE})")
     if tuple(header.budgets) != budgets:
         raise _OtherBudgets(
             f"built for max_spans, max_bytes, max_spans_per_trace = {tuple(header.budgets)}, opened with {budgets}"
         )
     if not header.segments:
-        raise IndexError_("covers no segment")
+        raise UnusableIndex("covers no segment")
     on_disk = {segment.sequence: segment for segment in segments}
     present = False
     last = len(header.segments) - 1
@@ -560,20 +560,20 @@ def _check_header(
         segment = on_disk.get(sequence)
         if segment is None:
             if present or position == last:
-                raise IndexError_(f"segment {sequence} it holds is gone, but older ones remain")
+                raise UnusableIndex(f"segment {sequence} it holds is gone, but older ones remain")
             continue  # deleted by retention: its rows are evicted on load
         present = True
         # Segments grow only at the end: the last one covered may have grown since; the others were sealed.
         grown = segment.size > size and position == last
         if (segment.size != size and not grown) or segment_identity(directory, segment.name, size) != crc:
-            raise IndexError_(
+            raise UnusableIndex(
                 f"stale: {segment.name} is not the file it was built from (size {segment.size}, covered {size})"
             )
     if not present:
-        raise IndexError_("every segment it holds has been deleted")
+        raise UnusableIndex("every segment it holds has been deleted")
     first_covered = header.segments[0][0]
     if any(segment.sequence < first_covered for segment in segments):
-        raise IndexError_(f"the directory holds segments older than the ones it covers (from {first_covered})")
+        raise UnusableIndex(f"the directory holds segments older than the ones it covers (from {first_covered})")
 
 
 def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
@@ -581,7 +581,7 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
     lengths = source.raw("I")
     flat = source.raw(SEQ_TYPE)
     if len(lengths) != live or sum(lengths) != len(flat):
-        raise IndexError_("trace lists do not add up")
+        raise UnusableIndex("trace lists do not add up")
     traces: dict[str, array] = {}
     at = 0
     for trace_id, length in zip(trace_ids, lengths, strict=False):
@@ -616,14 +616,7 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
         None if value is None else (share_keys(tuple(value[0])), tuple((p, keys[k]) for p, k in value[1]))
         for value in shapes.values
     ]
-    shapes.ids = {}
-    freed = set(shapes.free)
-    for ident, value in enumerate(shapes.values):
-        if value is not None and ident not in freed:
-            mask = 0
-            for position, _ in value[1]:
-                mask |= 1 << (position - 1)
-            shapes.ids[(value[0], mask)] = ident
+    shapes.ids = {keys_mask(shapes, ident): ident for ident, value in enumerate(shapes.values) if value is not None}
     columns.by_name = _read_index_dict(source)
     columns.by_service = _read_index_dict(source)
     columns.by_status = _read_index_dict(source)
@@ -643,7 +636,7 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
         blob = source.raw_bytes()
         numbers = source.raw("I")
         if not (len(bits) == rows == len(numbers) and rows <= CHUNK_ROWS):
-            raise IndexError_("a chunk's columns differ in length")
+            raise UnusableIndex("a chunk's columns differ in length")
         full = rows == CHUNK_ROWS
         chunk.bits = bytearray(bits)
         chunk.blob = blob if full else bytearray(blob)
@@ -653,8 +646,3 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
         columns.chunks.append(chunk)
     source.end()
     return LoadedIndex(header, StoreState(columns, traces, trace_order, counters))
-
-
-def skipped_lines(header: IndexHeader) -> list[SkippedLine]:
-    """The skipped lines an index file recorded, as the log reports them."""
-    return [SkippedLine(*fields) for fields in header.skipped]

@@ -365,7 +365,7 @@ class SpanStore:
             self._adopt_index(loaded, segments)
             present = {segment.sequence for segment in segments}
             entries = [entry for entry in loaded.header.segments[:-1] if entry[0] in present]
-            skipped = [line for line in loaded.header.skipped if line[0] in {segment.name for segment in segments}]
+            skipped = [line for line in loaded.header.skipped if line.segment in {segment.name for segment in segments}]
             first_rows = {loaded.header.segments[-1][0]: loaded.header.segments[-1][3]}
             position = LogPosition(*loaded.header.end)
             # Segment by segment, to know where each one's rows start (retention may delete the oldest later).
@@ -407,21 +407,21 @@ class SpanStore:
         entries = sorted(entries + later)
         if not entries or entries[-1][0] != end_segment:
             return  # the segment the read ended in is gone (retention): nothing consistent to write
-        skipped = skipped + [_skipped_fields(line) for line in self._log.skipped_in(entry[0] for entry in later)]
+        skipped = skipped + self._log.skipped_in(entry[0] for entry in later)
         self._write_index_locked(entries, skipped)
 
     def _budgets(self) -> tuple[int, int, int]:
         return (self.max_spans, self.max_bytes, self.max_spans_per_trace)
 
     def _adopt_index(self, loaded: Any, segments: list[Any]) -> None:
-        from spanstore.index_file import skipped_lines
+        from spanstore.log import index_name
 
         self._columns, self._traces, self._trace_order, counters = loaded.state
         for name, value in counters.items():
             setattr(self, name, value)
-        name = f"index-{loaded.last_segment:06d}"
+        name = os.path.splitext(index_name(loaded.last_segment))[0]
         self._index_report.update(loaded=name, spans_loaded=self._span_count)
-        self._log.restore_skipped(skipped_lines(loaded.header))
+        self._log.restore_skipped(loaded.header.skipped)
         # Rows of segments that retention deleted since the file was written: the oldest traces, evicted whole.
         present = {segment.sequence for segment in segments}
         cut = next(first_row for sequence, _, _, first_row in loaded.header.segments if sequence in present)
@@ -479,7 +479,7 @@ class SpanStore:
 
     def _write_index_locked(self, segments: list[tuple[int, int, int, int]], skipped: list[Any]) -> None:
         from spanstore.index_file import FORMAT_VERSION, IndexHeader, StoreState, native_layout, write_index
-        from spanstore.log import INDEX_SUFFIX
+        from spanstore.log import index_name
 
         header = IndexHeader(FORMAT_VERSION, native_layout(), self._budgets(), segments, skipped)
         counters = {name: getattr(self, name) for name in _INDEXED_COUNTERS}
@@ -495,7 +495,7 @@ class SpanStore:
                 finally:
                     os._exit(code)
             threading.Thread(target=os.waitpid, args=(pid, 0), name="spanstore-index-child", daemon=True).start()
-            self._index_report["written"] = f"index-{segments[-1][0]:06d}{INDEX_SUFFIX} (by process {pid})"
+            self._index_report["written"] = f"{index_name(segments[-1][0])} (by process {pid})"
             return
         try:
             written = write_index(str(self.path), header, state)
@@ -990,10 +990,6 @@ class SpanStore:
 
 
 _UINT64_MAX = 2**64 - 1
-
-
-def _skipped_fields(line: Any) -> tuple[str, int, str, bool]:
-    return (line.segment, line.line_number, line.reason, line.torn)
 
 
 def _check_span(span: object) -> None:
