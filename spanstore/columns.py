@@ -961,6 +961,14 @@ class SpanColumns:
             flags=payload[0],
         )
 
+    def take(self, seq: int) -> StoredSpan:
+        """:meth:`span`, then free the row's out-of-line bytes (for scratch rows read back once: replay)."""
+        span = self.span(seq)
+        chunk = self.chunks[(seq >> SHIFT) - self.first_chunk]
+        if chunk.big:
+            chunk.big.pop(seq & _MASK, None)
+        return span
+
     def view(self, seq: int) -> RowView:
         """A lazy read-only view of row ``seq`` with the fields a query predicate reads."""
         return RowView(self, seq)

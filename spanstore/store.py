@@ -472,7 +472,9 @@ class SpanStore:
                 range_index += 1
             if range_index < len(ranges):
                 first_rows.setdefault(ranges[range_index][1], self._columns.next_seq)
-            self._add_locked(scratch.span(seq))
+            # take(): a big row's bytes leave the scratch as the store packs its own copy (else a store of huge
+            # spans would be held twice until a whole scratch chunk is done)
+            self._add_locked(scratch.take(seq))
             if not seq & (CHUNK_ROWS - 1):
                 chunks.pop()  # every row of the last chunk is in the store now
         return first_rows
