@@ -167,7 +167,9 @@ def test_close_returns_within_its_timeout_while_another_process_holds_the_lock(t
         portalocker.unlock(holder)
     assert elapsed < 2.0, elapsed
     with SpanStore(path) as reopened:
-        assert len(reopened) == 5  # what was confirmed before the lock was taken
+        # What was confirmed before the lock was taken; plus the second batch, whole, if the writer had taken it
+        # before close() gave up (it finishes once the lock frees): timing decides which, never a part of it.
+        assert len(reopened) in (5, 10), len(reopened)
 
 
 def make_spans(first: int, last: int) -> list[StoredSpan]:
