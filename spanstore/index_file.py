@@ -49,6 +49,7 @@ import msgspec
 from spanstore.columns import _DECODE as _decode_value_payload
 from spanstore.columns import (
     CHUNK_ROWS,
+    FIELD_INDICES,
     SEQ_TYPE,
     SpanColumns,
     _AttributeKey,
@@ -79,7 +80,7 @@ logger = logging.getLogger(__name__)
 
 MAGIC = b"spanstore-index\n"
 #: Bumped whenever the layout of the file or of the engine's state changes: an older file is then ignored.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FRAME = struct.Struct("<BQI")
 _OBJ = 1
 _RAW = 2
@@ -463,7 +464,7 @@ def _write_state(out: _FrameWriter, header: IndexHeader, state: StoreState) -> N
         _write_runs(out, attribute.numbers)
         _write_runs(out, attribute.hashes)
         _write_index_dict(out, attribute.values)
-    for index in (columns.by_name, columns.by_service, columns.by_status, columns.by_error_type, columns.by_duration):
+    for index in columns.indices():
         _write_index_dict(out, index)
 
     for chunk in columns.chunks:
@@ -617,11 +618,8 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
         for value in shapes.values
     ]
     shapes.ids = {keys_mask(shapes, ident): ident for ident, value in enumerate(shapes.values) if value is not None}
-    columns.by_name = _read_index_dict(source)
-    columns.by_service = _read_index_dict(source)
-    columns.by_status = _read_index_dict(source)
-    columns.by_error_type = _read_index_dict(source)
-    columns.by_duration = _read_index_dict(source)
+    for name in FIELD_INDICES:
+        setattr(columns, name, _read_index_dict(source))
 
     for _ in range(chunk_count):
         alive, max_before, max_start, min_start, big_slots = source.obj()

@@ -563,7 +563,7 @@ class _Candidates:
             unique[("seq", posting) if type(posting) is int else id(posting)] = posting
         self.postings = [posting_seqs(p) for p in unique.values()]
         self.size = sum(map(len, self.postings))
-        # The criterion every live seq here satisfies exactly (None: a superset, to be checked).
+        # The criterion (or tuple of criteria) every live seq here satisfies exactly (None: a superset, to be checked).
         self.criterion = criterion
 
     def ascending(self) -> Iterable[int]:
@@ -581,7 +581,7 @@ class _Candidates:
         return heapq.merge(*map(reversed, self.postings), reverse=True)
 
 
-def _posting(index: dict[Any, Any], key: object, criterion: str) -> _Candidates:
+def _posting(index: dict[Any, Any], key: object, criterion: str | tuple[str, ...]) -> _Candidates:
     posting = index.get(key)
     return _Candidates([posting] if posting is not None else [], criterion)
 
@@ -695,10 +695,14 @@ def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None
     sources: list[_Candidates] = []
     if query.name is not None:
         sources.append(_posting(columns.by_name, query.name, "name"))
-    if query.service is not None:
-        sources.append(_posting(columns.by_service, query.service, "service"))
-    if query.status:  # UNSET (nearly every span) has no list: it is checked on the candidates of other criteria
-        sources.append(_posting(columns.by_status, int(query.status), "status"))
+    if query.service is not None and query.status == StatusCode.ERROR:
+        # One list answers both: the service's failures.
+        sources.append(_posting(columns.by_failing_service, query.service, ("service", "status")))
+    else:
+        if query.service is not None:
+            sources.append(_posting(columns.by_service, query.service, "service"))
+        if query.status:  # UNSET (nearly every span) has no list: it is checked on the candidates of other criteria
+            sources.append(_posting(columns.by_status, int(query.status), "status"))
     if query.error_type is not None:
         sources.append(_posting(columns.by_error_type, query.error_type, "error_type"))
     for f in query.attributes:
@@ -767,8 +771,12 @@ def _run_seqs(store: SpanStore, query: SpanQuery, now: int, expected: int | None
 def _narrowed(query: SpanQuery, now: int, sources: list[_Candidates]) -> Callable[[Any], bool]:
     """The predicate for candidates drawn from ``sources``: without the criteria those indices answer exactly (and
     without the window, which :func:`_seq_check` tests on the columns)."""
-    known = {c.criterion for c in sources if c.criterion is not None}
-    known.add("window")
+    known: set[object] = {"window"}
+    for source in sources:
+        if type(source.criterion) is tuple:
+            known.update(source.criterion)
+        elif source.criterion is not None:
+            known.add(source.criterion)
     return query.predicate(now, known=frozenset(known))
 
 

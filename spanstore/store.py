@@ -972,6 +972,7 @@ class SpanStore:
             expect(columns.by_status, lambda span: int(span.status_code) or None)
             expect(columns.by_error_type, attrgetter("error_types"), many=True)
             expect(columns.by_duration, lambda span: duration_bucket(span.duration_ns))
+            expect(columns.by_failing_service, lambda span: span.service_name if span.is_error else None)
             # Every attribute value is found through the index by a query for it.
             for seq, span in live.items():
                 for key, value in span.attributes.items():
