@@ -484,9 +484,11 @@ def _hex_int(value: str | None) -> int | None:
     if value is not None and len(value) == 16:
         try:
             number = int(value, 16)
-        except ValueError:
+            # int() also takes "0x", "_", signs and upper case: only the canonical form round-trips
+            canonical = number.to_bytes(8, "big").hex()
+        except (ValueError, OverflowError):
             return None
-        if format(number, "016x") == value:
+        if canonical == value:
             return number
     return None
 

@@ -480,8 +480,6 @@ def _sdk_attributes(attributes: Mapping[str, Any] | None) -> AttributeMap:
         if kind is str:
             if not value.isascii():
                 value = values[i] = clean_text(value)
-            if len(value) <= 64:
-                values[i] = _intern(value)
         elif kind is tuple:
             values[i] = _clean_array(value)
         elif kind is list:  # the SDK keeps tuples; a user's own Mapping may not
@@ -530,6 +528,14 @@ def _context_flags(context: Any) -> int:
 _NOT_SET = object()
 
 
+def _id_hex(value: int, width: int) -> str:
+    """The lowercase hex of an SDK trace id (``width`` 16 bytes) or span id (8), zero-padded."""
+    try:
+        return value.to_bytes(width, "big").hex()  # 3x faster than format(value, "032x")
+    except OverflowError:  # a custom IdGenerator's out-of-range id (or a negative one): kept as format() writes it
+        return format(value, f"0{2 * width}x")
+
+
 def from_readable_span(span: ReadableSpan) -> StoredSpan:
     """Convert an SDK ``ReadableSpan`` into a :class:`StoredSpan` (see :meth:`StoredSpan.from_readable_span`)."""
     context = span.context
@@ -545,9 +551,9 @@ def from_readable_span(span: ReadableSpan) -> StoredSpan:
     links = getattr(span, "_links", _NOT_SET)
     links = span.links if links is _NOT_SET or links else ()
     return StoredSpan(
-        trace_id=_intern(format(context.trace_id, "032x")),
-        span_id=_intern(format(context.span_id, "016x")),
-        parent_span_id=_intern(format(parent.span_id, "016x")) if parent is not None else None,
+        trace_id=_intern(_id_hex(context.trace_id, 16)),  # shared by the spans of a trace waiting to be written
+        span_id=_id_hex(context.span_id, 8),
+        parent_span_id=_id_hex(parent.span_id, 8) if parent is not None else None,
         name=_intern(clean_text(span.name)),
         kind=_KINDS_BY_SDK_VALUE[span.kind.value],
         start_time_unix_nano=span.start_time or 0,

@@ -13,6 +13,7 @@ from opentelemetry.sdk.resources import Resource as SdkResource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, TraceFlags, TraceState
 from opentelemetry.trace import SpanKind as SdkSpanKind
 from opentelemetry.trace import StatusCode as SdkStatusCode
@@ -66,8 +67,35 @@ def test_kind_uses_otlp_numbering(recorder, sdk_kind: SdkSpanKind, kind: SpanKin
     assert stored.kind is kind and stored.kind == sdk_kind.value + 1
 
 
+class _EdgeIds(IdGenerator):
+    """Ids at both ends of their range: the smallest valid ones and the largest."""
+
+    def __init__(self) -> None:
+        self.span_ids = iter([1, (1 << 64) - 1])
+
+    def generate_span_id(self) -> int:
+        return next(self.span_ids)
+
+    def generate_trace_id(self) -> int:
+        return 1
+
+
+def test_ids_are_zero_padded_at_both_ends_of_their_range() -> None:
+    """Small ids keep their leading zeros, the largest convert whole: ids are always 32 and 16 hex characters."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=_EdgeIds())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent"), tracer.start_as_current_span("child"):
+        pass
+    spans = finished(exporter)
+    assert spans["parent"].trace_id == "0" * 31 + "1" and spans["parent"].span_id == "0" * 15 + "1"
+    assert spans["child"].span_id == "f" * 16 and spans["child"].parent_span_id == "0" * 15 + "1"
+
+
 def test_ids_parent_and_times(recorder) -> None:
-    """Ids are interned lowercase hex; a child's parent id is its parent's span id; times are integer ns."""
+    """Ids are lowercase hex (a trace id interned: its spans share it while they wait to be written); a child's parent
+    id is its parent's span id; times are integer ns."""
     provider, exporter = recorder
     tracer = provider.get_tracer("t")
     with tracer.start_as_current_span("parent") as parent, tracer.start_as_current_span("child"):
@@ -79,7 +107,6 @@ def test_ids_parent_and_times(recorder) -> None:
     assert root.trace_id is sys.intern(root.trace_id) and child.trace_id is root.trace_id
     assert root.parent_span_id is None and root.is_root
     assert child.parent_span_id == root.span_id and not child.is_root
-    assert child.parent_span_id is root.span_id  # interned: one string per id
     assert isinstance(root.start_time_unix_nano, int) and root.duration_ns == (
         root.end_time_unix_nano - root.start_time_unix_nano
     )
