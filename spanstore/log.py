@@ -36,8 +36,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -90,6 +89,10 @@ _SKIPPED_KEEP = 100  # SkippedLine records kept in stats (the count is exact)
 _SKIPS_WARNED_MAX = 5  # skipped lines warned about one by one (per log object); the rest are summarized per read
 _SEEN_KEYS_MAX = 100_000  # dedupe set for skipped-line counting; cleared when full (may then count twice)
 _GC_PAUSE_BYTES = 1 << 20  # decode with the cyclic GC paused when a read holds at least this much
+#: Readers take a segment this many bytes at a time, so a read holds about one block (plus the line in hand, which
+#: may be longer) whatever the segment's size: reading a 16 MiB segment whole held it twice (the bytes and their
+#: lines), enough to push opening a full store past its memory promise.
+_READ_BLOCK_BYTES = 1 << 20
 _LOCK_POLL_MAX_SECONDS = 0.005
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -220,29 +223,103 @@ class _Fds:
                     os.close(fd)
 
 
-class _Chunk:
-    """What one read of one segment found: complete lines, where they start, and what to do with the tail.
+class _SegmentRead:
+    """One read of one segment from ``start``: its complete lines up to ``lines_end``, then a torn tail (if any) up to
+    ``end``, the position the read reaches.
 
-    The byte offset of each line is computed once, on the first corrupt line met (good lines never need it), so
-    skipping many corrupt lines costs O(lines), not O(lines²).
+    Lines come a block (:data:`_READ_BLOCK_BYTES`) at a time, first to last (:meth:`forward`) or last to first
+    (:meth:`backward`). Line numbers matter only for lines that fail, so they are counted on demand (:meth:`number_at`)
+    from the last place counted, which moves with the read: skipping many corrupt lines costs O(bytes), not
+    O(lines²). Owns the segment's descriptor: use it as a context manager.
     """
 
-    __slots__ = ("_offsets", "end", "lines_before", "pieces", "start", "torn_tail")
+    __slots__ = ("_counted", "base", "end", "fd", "lines_end", "name", "path", "seq", "start")
 
-    def __init__(self, pieces: list[bytes], start: int, end: int, torn_tail: bytes) -> None:
-        self.pieces = pieces  # complete lines (without "\n")
-        self.start = start  # byte offset of pieces[0]
-        self.end = end  # byte offset reached (after the last consumed byte)
-        self.torn_tail = torn_tail  # a partial last line judged torn (consumed), or b""
-        self._offsets: list[int] | None = None
-        self.lines_before: int | None = None  # lines of the segment before ``start``, once counted
+    def __init__(
+        self, fd: int, path: str, seq: int, name: str, start: int, lines_end: int, end: int, base: int | None
+    ) -> None:
+        self.fd = fd
+        self.path = path
+        self.seq = seq
+        self.name = name
+        self.start = start
+        self.lines_end = lines_end  # just past the newline of the last complete line (``start`` if none)
+        self.end = end  # ``lines_end``, or past a partial last line judged torn (consumed)
+        self.base = base  # lines before ``start`` when known without counting, else None
+        self._counted = (start, base) if base is not None else (0, 0)  # (offset, newlines before it)
 
-    def offset_of(self, index: int) -> int:
-        """The byte offset where line ``index`` starts. O(lines) once, then O(1)."""
-        offsets = self._offsets
-        if offsets is None:
-            offsets = self._offsets = list(accumulate((len(piece) + 1 for piece in self.pieces), initial=self.start))
-        return offsets[index]
+    def __enter__(self) -> _SegmentRead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
+
+    def forward(self) -> Iterator[tuple[int, bytes]]:
+        """(offset, line without its newline) of each complete line, first to last."""
+        line_start = lo = self.start
+        while lo < self.lines_end:
+            block = self._pread(lo, min(lo + _READ_BLOCK_BYTES, self.lines_end))
+            if not block:
+                return  # the file shrank under us: nothing more to read
+            at = line_start - lo  # where the line in hand starts in the block (< 0: in an earlier block)
+            while (nl := block.find(b"\n", max(at, 0))) >= 0:
+                # Lines are yielded unnamed, so the consumer holds the only reference and can free one once decoded.
+                if at >= 0:
+                    yield line_start, block[at:nl]
+                else:  # begun in an earlier block: read again, whole, from the file rather than kept in pieces
+                    yield line_start, self._pread(line_start, lo + nl)
+                line_start = lo + nl + 1
+                at = nl + 1
+            lo += len(block)
+
+    def backward(self) -> Iterator[tuple[int, bytes]]:
+        """(offset, line without its newline) of each complete line, last to first."""
+        start = self.start
+        line_end = hi = self.lines_end  # line_end: just past the newline of the line being looked for
+        while hi > start:
+            lo = max(start, hi - _READ_BLOCK_BYTES)
+            block = self._pread(lo, hi)
+            cut = min(hi, line_end - 1) - lo  # look for the newline before the line's own
+            while True:
+                nl = block.rfind(b"\n", 0, cut)
+                if nl < 0 and lo > start:
+                    break  # the line begins in an earlier block
+                line_start = lo + nl + 1  # ``start`` when no newline is left: the read's first line
+                if line_end - 1 <= hi:
+                    yield line_start, block[nl + 1 : line_end - 1 - lo]
+                else:  # runs on past this block: read again, whole, from the file (as in forward)
+                    yield line_start, self._pread(line_start, line_end - 1)
+                line_end = line_start
+                if nl < 0:
+                    break
+                cut = nl
+            hi = lo
+
+    def number_at(self, offset: int) -> int:
+        """The 1-based number of the line that starts at ``offset``, counting newlines from the last place counted."""
+        counted_at, count = self._counted
+        if offset >= counted_at:
+            count += self._newlines(counted_at, offset)
+        else:
+            count -= self._newlines(offset, counted_at)
+        self._counted = (offset, count)
+        return count + 1
+
+    def _newlines(self, lo: int, hi: int) -> int:
+        count = 0
+        while lo < hi:
+            block = self._pread(lo, min(hi, lo + _READ_BLOCK_BYTES))
+            if not block:
+                break
+            count += block.count(b"\n")
+            lo += len(block)
+        return count
+
+    def _pread(self, lo: int, hi: int) -> bytes:
+        try:
+            return os.pread(self.fd, hi - lo, lo)
+        except OSError as exc:
+            raise _storage_error(exc, "read segment", self.path) from exc
 
 
 def _storage_error(exc: OSError, action: str, path: Path | str) -> StorageError:
@@ -344,17 +421,18 @@ def _check_directory_safety(path: Path, st: os.stat_result, *, check_mode: bool)
         )
 
 
-def _end_of_last_line(fd: int, size: int) -> int:
-    """The offset just past the last "\\n" in the first ``size`` bytes of ``fd`` (0 if none): read backwards."""
+def _end_of_last_line(fd: int, size: int, start: int = 0) -> int:
+    """The offset just past the last "\\n" in bytes ``start`` to ``size`` of ``fd`` (``start`` if none): read
+    backwards."""
     end = size
     step = 1 << 16
-    while end > 0:
-        lo = max(0, end - step)
+    while end > start:
+        lo = max(start, end - step)
         cut = os.pread(fd, end - lo, lo).rfind(b"\n")
         if cut >= 0:
             return lo + cut + 1
         end = lo
-    return 0
+    return start
 
 
 class SpanLog:
@@ -365,7 +443,7 @@ class SpanLog:
     in other processes (the CLI, a follower).
 
     Costs: ``append`` encodes outside the locks (O(spans)), then takes the lock and makes one ``write`` per
-    segment touched. ``read`` reads whole segment files in one go and decodes each line once (O(bytes read));
+    segment touched. ``read`` reads segment files a block at a time and decodes each line once (O(bytes read));
     ``read(max_spans=k)`` reads newest first and stops decoding once it has ``k`` spans.
 
     Durability (``fsync``), what a crash can lose of what ``append`` returned for:
@@ -1072,72 +1150,56 @@ class SpanLog:
             )
         return plan
 
-    def _load(self, seq: int, name: str, offset: int, newest: bool) -> _Chunk | None:
-        """Read one segment from ``offset``; None when it has been deleted meanwhile."""
+    def _open_read(self, seq: int, name: str, offset: int, newest: bool) -> _SegmentRead | None:
+        """Open one segment for a read from ``offset`` and judge its partial last line, if any; None when the segment
+        has been deleted meanwhile."""
         path = os.path.join(self.path, name)
         try:
-            with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                if offset > size:
-                    logger.warning("span log %s: %s is shorter than the position read from", self.path, name)
-                    offset = 0
-                f.seek(offset)
-                data = f.readall()
+            fd = _open_regular(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         except StorageError:
             raise
         except OSError as exc:
             raise _storage_error(exc, "read segment", path) from exc
-        pieces = data.split(b"\n")
-        tail = pieces.pop()
-        end = offset + len(data) - len(tail)
-        torn = b""
-        if tail:
-            # With a newer segment this one is final, so a partial line is torn; else ask the lock.
-            torn = self._confirm_torn(path, end) if newest else tail
-            end += len(torn)
-        return _Chunk(pieces, offset, end, torn)
+        try:
+            size = os.fstat(fd).st_size
+            if offset > size:
+                logger.warning("span log %s: %s is shorter than the position read from", self.path, name)
+                offset = 0
+            # Lines appended after the fstat are left for the next read, as lines appended after a read are.
+            lines_end = _end_of_last_line(fd, size, offset)
+            end = size
+            if end > lines_end and newest:
+                # With a newer segment this one is final, so a partial line is torn; else ask the lock.
+                end = lines_end + self._confirm_torn(fd, lines_end)
+        except OSError as exc:
+            os.close(fd)
+            raise _storage_error(exc, "read segment", path) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        return _SegmentRead(fd, path, seq, name, offset, lines_end, end, self._line_base(seq, offset))
 
-    def _confirm_torn(self, path: str, tail_start: int) -> bytes:
-        """A partial last line of the newest segment is torn only if no writer is writing: check under the lock."""
+    def _confirm_torn(self, fd: int, tail_start: int) -> int:
+        """The length of the newest segment's partial last line if it is torn, else 0: it is torn only if no writer
+        is writing, so check under the lock."""
         if not self._write_lock.acquire(blocking=False):
-            return b""  # our own append is in progress
+            return 0  # our own append is in progress
         try:
             if not self._try_lock_directory():
-                return b""
+                return 0
             try:
-                with open(_open_regular(path, os.O_RDONLY), "rb", buffering=0) as f:
-                    f.seek(tail_start)
-                    rest = f.readall()
+                size = os.fstat(fd).st_size
+                if _end_of_last_line(fd, size, tail_start) > tail_start:
+                    return 0  # the line was finished meanwhile: not torn, read it next time
+                return size - tail_start
             except OSError:
-                return b""
+                return 0
             finally:
                 self._unlock_directory()
-            return b"" if b"\n" in rest else rest
         finally:
             self._write_lock.release()
-
-    def _newlines_before(self, seq: int, name: str, offset: int) -> int:
-        """How many lines precede ``offset`` in a segment (for 1-based line numbers)."""
-        if offset == 0:
-            return 0
-        mark = self._line_marks.get(seq)
-        if mark is not None and mark[0] == offset:
-            return mark[1]
-        try:
-            with open(_open_regular(os.path.join(self.path, name), os.O_RDONLY), "rb", buffering=0) as f:
-                count = 0
-                remaining = offset
-                while remaining > 0:
-                    block = f.read(min(remaining, 1 << 22))
-                    if not block:
-                        break
-                    count += block.count(b"\n")
-                    remaining -= len(block)
-        except OSError:
-            return 0
-        return count
 
     def _read_forward(
         self,
@@ -1152,19 +1214,24 @@ class SpanLog:
         paused_gc = False
         try:
             for index, (seq, name, offset) in enumerate(plan):
-                chunk = self._load(seq, name, offset, index == last and not sealed_only)
-                if chunk is None:
+                read = self._open_read(seq, name, offset, index == last and not sealed_only)
+                if read is None:
                     self._count_missing(name)
                     end_position = LogPosition(seq + 1, 0)
                     continue
-                end_position = LogPosition(seq, chunk.end)
-                if not paused_gc and chunk.end - chunk.start >= _GC_PAUSE_BYTES and gc.isenabled():
-                    # Decoding allocates many objects that live on; the cyclic GC would walk them again and again.
-                    gc.disable()
-                    paused_gc = True
-                base = self._line_base(seq, name, chunk.start)
-                self._decode_pieces(seq, name, chunk, range(len(chunk.pieces)), base, out, containing)
-                self._finish_chunk(seq, name, chunk, base)
+                with read:
+                    end_position = LogPosition(seq, read.end)
+                    if not paused_gc and read.end - read.start >= _GC_PAUSE_BYTES and gc.isenabled():
+                        # Decoding allocates many objects that live on; the cyclic GC would walk them again and again.
+                        gc.disable()
+                        paused_gc = True
+                    lines = decoded = 0
+                    for line_start, line in read.forward():
+                        lines += 1
+                        decoded += self._decode_line(read, line, line_start, out, containing)
+                        del line  # not held while the next block is read (a line may be many MB)
+                    self._count_lines_read(decoded)
+                    self._finish_forward(read, lines)
         finally:
             if paused_gc:
                 gc.enable()
@@ -1225,7 +1292,7 @@ class SpanLog:
         plan: list[tuple[int, str, int]],
         position: LogPosition | None,
         max_spans: int,
-        containing: bytes | None,
+        containing: _Wanted,
         consume: Callable[[list[StoredSpan]], object],
         on_segment: Callable[[int], object] | None = None,
     ) -> LogPosition:
@@ -1237,29 +1304,32 @@ class SpanLog:
             if end_position is not None and (count >= max_spans or enough):
                 break
             seq, name, offset = plan[index]
-            chunk = self._load(seq, name, offset, index == last)
-            if chunk is None:
+            read = self._open_read(seq, name, offset, index == last)
+            if read is None:
                 self._count_missing(name)
                 if end_position is None:
                     end_position = LogPosition(seq + 1, 0)
                 continue
-            if end_position is None:
-                end_position = LogPosition(seq, chunk.end)
-                if max_spans == 0:
-                    break
-            base = self._line_base(seq, name, chunk.start)
-            if on_segment is not None:
-                on_segment(seq)
-            for i in range(len(chunk.pieces) - 1, -1, -1):
-                line_spans: list[StoredSpan] = []
-                self._decode_pieces(seq, name, chunk, (i,), base, line_spans, containing)
-                if line_spans:
-                    enough = bool(consume(line_spans))
-                    count += len(line_spans)
-                    if count >= max_spans or enough:
+            with read:
+                if end_position is None:
+                    end_position = LogPosition(seq, read.end)
+                    if max_spans == 0:
                         break
-            if chunk.torn_tail:
-                self._record_torn_tail(seq, name, chunk, base)
+                if on_segment is not None:
+                    on_segment(seq)
+                decoded = 0
+                for line_start, line in read.backward():
+                    line_spans: list[StoredSpan] = []
+                    decoded += self._decode_line(read, line, line_start, line_spans, containing)
+                    del line  # not held while the spans are consumed (a line may be many MB)
+                    if line_spans:
+                        enough = bool(consume(line_spans))
+                        count += len(line_spans)
+                        if count >= max_spans or enough:
+                            break
+                self._count_lines_read(decoded)
+                if read.end > read.lines_end:
+                    self._record_torn_tail(read)
         if end_position is None:
             end_position = position if position is not None else LogPosition(0, 0)
         return end_position
@@ -1270,8 +1340,12 @@ class SpanLog:
             self._segments_missed += 1
         logger.warning("span log %s: %s was deleted while being read", self.path, name)
 
-    def _line_base(self, seq: int, name: str, offset: int) -> int | None:
-        """Lines before ``offset`` if known without reading (None: compute lazily, only if a line fails)."""
+    def _count_lines_read(self, lines: int) -> None:
+        with self._stats_lock:
+            self._lines_read += lines
+
+    def _line_base(self, seq: int, offset: int) -> int | None:
+        """Lines before ``offset`` if known without reading (None: counted only if a line needs its number)."""
         if offset == 0:
             return 0
         mark = self._line_marks.get(seq)
@@ -1279,98 +1353,66 @@ class SpanLog:
             return mark[1]
         return None
 
-    def _decode_pieces(
-        self,
-        seq: int,
-        name: str,
-        chunk: _Chunk,
-        indices: range | tuple[int, ...],
-        base: int | None,
-        out: list[StoredSpan],
-        containing: _Wanted = None,
-    ) -> None:
-        pieces = chunk.pieces
-        decode = decode_line
-        extend = out.extend
-        lines = 0
-        for i in indices:
-            piece = pieces[i]
-            if not piece or piece.isspace() or piece == _TORN_MARK_LINE:
-                continue  # a blank line, or the mark that ended a torn line this reader already skipped
-            if containing is not None:
-                if type(containing) is frozenset:
-                    if not _names_a_trace(piece, containing):
-                        continue
-                elif containing not in piece:
-                    continue
-            lines += 1
-            number = (base if base is not None else 0) + i + 1
-            try:
-                decoded = decode(piece, source=name, line_number=number)
-            except CorruptLineError as exc:
-                self._record_corrupt(seq, name, chunk, i, base, piece, str(exc), exc)
-                continue
-            except Exception as exc:  # a bad line must never make a replay fail (e.g. invalid UTF-8 in a string)
-                self._record_corrupt(
-                    seq,
-                    name,
-                    chunk,
-                    i,
-                    base,
-                    piece,
-                    f"expected a JSON TracesData line, got {type(exc).__name__}: {exc}",
-                    None,
-                )
-                continue
-            if decoded.other_signal is not None:
-                with self._stats_lock:
-                    self._other_signal_lines += 1
-                continue
-            if decoded.issues:
-                with self._stats_lock:
-                    self._decode_issues += len(decoded.issues)
-                    self._invalid_spans += decoded.skipped_spans
-                for issue in decoded.issues[:3]:
-                    logger.debug("span log %s: %s", self.path, issue)
-            extend(decoded.spans)
-        with self._stats_lock:
-            self._lines_read += lines
+    def _decode_line(
+        self, read: _SegmentRead, line: bytes, line_start: int, out: list[StoredSpan], containing: _Wanted
+    ) -> bool:
+        """Decode one line's spans into ``out``; a line that fails is recorded as skipped. False when the line was
+        passed over without decoding (blank, or not one of those wanted)."""
+        if not line or line.isspace() or line == _TORN_MARK_LINE:
+            return False  # a blank line, or the mark that ended a torn line this reader already skipped
+        if containing is not None:
+            if type(containing) is frozenset:
+                if not _names_a_trace(line, containing):
+                    return False
+            elif containing not in line:
+                return False
+        # No line number given: counting one may mean reading the segment, so it is done only for a line with problems.
+        try:
+            decoded = decode_line(line, source=read.name)
+        except CorruptLineError as exc:
+            self._record_corrupt(read, line_start, line, str(exc), exc)
+            return True
+        except Exception as exc:  # a bad line must never make a replay fail (e.g. invalid UTF-8 in a string)
+            message = f"expected a JSON TracesData line, got {type(exc).__name__}: {exc}"
+            self._record_corrupt(read, line_start, line, message, None)
+            return True
+        if decoded.other_signal is not None:
+            with self._stats_lock:
+                self._other_signal_lines += 1
+            return True
+        if decoded.issues:
+            with self._stats_lock:
+                self._decode_issues += len(decoded.issues)
+                self._invalid_spans += decoded.skipped_spans
+            number = read.number_at(line_start)
+            for issue in decoded.issues[:3]:
+                logger.debug("span log %s: %s", self.path, msgspec.structs.replace(issue, line_number=number))
+        out.extend(decoded.spans)
+        return True
 
     def _record_corrupt(
-        self,
-        seq: int,
-        name: str,
-        chunk: _Chunk,
-        index: int,
-        base: int | None,
-        piece: bytes,
-        message: str,
-        exc: CorruptLineError | None,
+        self, read: _SegmentRead, line_start: int, line: bytes, message: str, exc: CorruptLineError | None
     ) -> None:
-        if base is None:
-            base = chunk.lines_before
-            if base is None:
-                base = chunk.lines_before = self._newlines_before(seq, name, chunk.start)
-        line_number = base + index + 1
-        start = chunk.offset_of(index)
+        key = (read.seq, line_start)
+        if key in self._seen_skips:
+            return  # met before (_record_skip would drop it): numbering it again could mean reading the segment
         if exc is not None:  # the reason without the codec's "line N in FILE: " (SkippedLine says where)
             for prefix in (f"line {exc.line_number} in {exc.source}: ", f"{exc.source}: "):
                 if message.startswith(prefix):
                     message = message[len(prefix) :]
                     break
-        key = (seq, start)
-        torn = key in self._known_torn or piece.endswith(_TORN_MARK_LINE) or _is_truncated(piece)
+        torn = key in self._known_torn or line.endswith(_TORN_MARK_LINE) or _is_truncated(line)
         if torn:
             message = f"torn line (cut short by an interrupted write): {message}"
-        self._record_skip(key, SkippedLine(name, line_number, message, torn))
+        self._record_skip(key, SkippedLine(read.name, read.number_at(line_start), message, torn))
 
-    def _record_torn_tail(self, seq: int, name: str, chunk: _Chunk, base: int | None) -> None:
-        if base is None:
-            base = self._newlines_before(seq, name, chunk.start)
-        line_number = base + len(chunk.pieces) + 1
-        start = chunk.end - len(chunk.torn_tail)
-        reason = f"torn line: {len(chunk.torn_tail)} bytes without a final newline (a write was interrupted)"
-        self._record_skip((seq, start), SkippedLine(name, line_number, reason, True))
+    def _record_torn_tail(self, read: _SegmentRead) -> None:
+        key = (read.seq, read.lines_end)
+        if key in self._seen_skips:
+            return  # recorded when first met, so not numbered again (see _record_corrupt)
+        torn = read.end - read.lines_end
+        reason = f"torn line: {torn} bytes without a final newline (a write was interrupted)"
+        self._record_skip(key, SkippedLine(read.name, read.number_at(read.lines_end), reason, True))
 
     def _record_skip(self, key: tuple[int, int], skipped: SkippedLine) -> None:
         with self._stats_lock:
@@ -1429,13 +1471,13 @@ class SpanLog:
                 _SKIPPED_KEEP,
             )
 
-    def _finish_chunk(self, seq: int, name: str, chunk: _Chunk, base: int | None) -> None:
-        """After a forward read of a chunk: record a torn tail and remember line numbering at the end."""
-        if chunk.torn_tail:
-            self._record_torn_tail(seq, name, chunk, base)
-        if base is not None:
+    def _finish_forward(self, read: _SegmentRead, lines: int) -> None:
+        """After a forward read of ``lines`` lines: record a torn tail and remember line numbering at the end."""
+        if read.end > read.lines_end:
+            self._record_torn_tail(read)
+        if read.base is not None:
             with self._stats_lock:
-                self._line_marks[seq] = (chunk.end, base + len(chunk.pieces))
+                self._line_marks[read.seq] = (read.end, read.base + lines)
 
     # --- inspection ---------------------------------------------------------------------------------------------
 

@@ -1058,3 +1058,195 @@ def test_read_containing_decodes_only_matching_lines(tmp_path: Path) -> None:
         assert found == batches[2]  # the whole line that holds the trace, and nothing else
         assert log.read(containing=b'"traceId":"' + b"f" * 32)[0] == []
         assert wanted in log.read(max_spans=100, containing=needle)[0]
+
+
+# --- reading in blocks: a read holds a block and the line in hand, whatever the segment's size ---------------------
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Segments read 512 bytes at a time: a line of a few KB spans several blocks, a segment many."""
+    monkeypatch.setattr(log_module, "_READ_BLOCK_BYTES", 512)
+    return 512
+
+
+def _skips(log: SpanLog) -> list[tuple[str, int, bool]]:
+    return [(s.segment, s.line_number, s.torn) for s in log.stats().skipped_lines]
+
+
+def _reads(store_path: Path, middle: LogPosition) -> tuple[object, ...]:
+    """What a fresh log reads every way: forward, from ``middle``, newest first, line by line newest first."""
+    with SpanLog(store_path, create=False) as log:
+        handed: list[list[StoredSpan]] = []
+        segments: list[int] = []
+        newest_lines = log.read_newest_lines(10**6, handed.append, segments.append)
+        return (
+            log.read(),
+            log.read(middle),
+            [log.read(max_spans=k) for k in (0, 1, 2, 3, 4, 50, 10**6)],
+            log.read(middle, max_spans=10),
+            (handed, segments, newest_lines),
+            log.stats(),
+        )
+
+
+@pytest.mark.parametrize("block", [512, 4096])
+def test_segments_of_many_blocks_read_as_in_one_block(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Segments of many blocks give the spans, positions and counters a read of each segment as one block gives:
+    forward, from a saved position, newest first (any max_spans) and line by line newest first."""
+    batches = line_spans(60)  # lines of ~2.6 KB: one spans several 512-byte blocks; a 4 KB block holds a line or two
+    everything = [span for batch in batches for span in batch]
+    with SpanLog(store_path, fsync="never", segment_max_bytes=60_000, max_bytes=None) as log:
+        for batch in batches[:25]:
+            log.append(batch)
+        middle = log.end_position()
+        for batch in batches[25:]:
+            log.append(batch)
+        end = log.end_position()
+    sizes = [f.stat().st_size for f in segment_files(store_path)]
+    assert len(sizes) == 3 and min(sizes) > 8 * block
+    assert max(sizes) < log_module._READ_BLOCK_BYTES  # as before: each segment read whole
+    in_one_block = _reads(store_path, middle)
+    monkeypatch.setattr(log_module, "_READ_BLOCK_BYTES", block)
+    in_blocks = _reads(store_path, middle)
+    assert in_blocks == in_one_block
+    forward, from_middle, newest, _, (handed, segments, newest_lines), _ = in_blocks
+    assert forward == (everything, end)
+    assert from_middle == (everything[75:], end)
+    assert newest == [([], end)] + [(everything[-k:], end) for k in (1, 2, 3, 4, 50)] + [(everything, end)]
+    assert (handed, segments, newest_lines) == (batches[::-1], [3, 2, 1], (len(everything), end))
+
+
+def test_a_line_longer_than_the_block_is_read_whole(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, small_blocks: int
+) -> None:
+    """Lines of ~140 KB (big batches) first and last in a segment, read 512 bytes at a time: every span, forward and
+    newest first; no read takes more than a block, except one that takes a whole line (not the segment's)."""
+    big_a, big_b, small = list(pool()[:200]), list(pool()[200:]), list(pool()[:3])
+    with SpanLog(store_path, fsync="never") as log:
+        for batch in (big_a, small, big_b):
+            log.append(batch)
+        end = log.end_position()
+    lines = (store_path / segment_name(1)).read_bytes().split(b"\n")
+    assert min(len(lines[0]), len(lines[2])) > 200 * small_blocks
+    real_pread = os.pread
+    taken: list[int] = []
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        taken.append(size)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    with SpanLog(store_path, create=False) as log:
+        assert log.read() == (big_a + small + big_b, end)
+        for k in (1, 150, 203, 250, 10**6):
+            assert log.read(max_spans=k) == ((big_a + small + big_b)[-k:], end)
+    # blocks, and 64 KB reads that look for the last newline from the end: bounded, however big the segment
+    assert set(taken) - {len(line) for line in lines} <= {*range(small_blocks + 1), 1 << 16}
+    assert max(taken) == max(len(line) for line in lines) < sum(map(len, lines)) // 2
+
+
+def test_a_torn_last_line_across_a_block_boundary(store_path: Path, small_blocks: int) -> None:
+    """A partial last line running over block boundaries: left alone while a writer holds the lock (maybe a write in
+    progress), else skipped as torn line 3 and consumed, forward and newest first; torn in a sealed segment even while
+    the lock is held."""
+    batches = line_spans(2)
+    with SpanLog(store_path, fsync="never") as log:
+        for batch in batches:
+            log.append(batch)
+        lines_end = log.end_position()
+    segment = store_path / segment_name(1)
+    _write_half_line(segment)
+    size = segment.stat().st_size
+    assert (size - 1) // small_blocks > lines_end.offset // small_blocks  # the tail crosses a boundary
+    with open(store_path / LOCK_NAME, "a") as holder:
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        with SpanLog(store_path, create=False) as log:
+            assert log.read() == (batches[0] + batches[1], lines_end)
+            assert log.read(max_spans=10) == (batches[0] + batches[1], lines_end)
+            assert log.stats().torn_tails == 0
+        portalocker.unlock(holder)
+    for newest_first in (False, True):
+        with SpanLog(store_path, create=False) as log:
+            got = log.read(max_spans=10) if newest_first else log.read()
+            assert got == (batches[0] + batches[1], LogPosition(1, size))
+            assert log.stats().torn_tails == 1
+            assert _skips(log) == [(segment_name(1), 3, True)]
+    (store_path / segment_name(2)).write_bytes(encode_spans(list(pool()[10:12]))[0])
+    with open(store_path / LOCK_NAME, "a") as holder:
+        portalocker.lock(holder, portalocker.LockFlags.EXCLUSIVE)
+        with SpanLog(store_path, create=False) as log:
+            assert log.read(until_segment=1) == (batches[0] + batches[1], LogPosition(1, size))
+            assert _skips(log) == [(segment_name(1), 3, True)]
+        portalocker.unlock(holder)
+
+
+def test_corrupt_lines_past_the_first_block_are_numbered_right(store_path: Path, small_blocks: int) -> None:
+    """Lines 7 and 9 corrupt and a torn line 12, many blocks into the segment: a fresh log reports those numbers
+    whether it reads forward or newest first, from the start or from a saved position (whose line count it has to
+    work out)."""
+    batches = line_spans(9)
+    store_path.mkdir()
+    with SpanLog(store_path, fsync="never") as log:
+        for i, batch in enumerate(batches):
+            if i in (6, 7):  # before the 7th and the 9th line
+                with open(store_path / segment_name(1), "ab") as f:
+                    f.write(b"{this is line %d, not json}\n" % (i + 1 if i == 6 else 9))
+            log.append(batch)
+    segment = store_path / segment_name(1)
+    _write_half_line(segment)
+    data = segment.read_bytes()
+    assert data.index(b"{this is line 7") > 4 * small_blocks
+    after_line_3 = LogPosition(1, [i for i, byte in enumerate(data) if byte == ord("\n")][2] + 1)
+    goods = [span for batch in batches for span in batch]
+    cases = [
+        (None, None, goods, [7, 9, 12]),
+        (None, 1000, goods, [9, 7, 12]),
+        (after_line_3, None, goods[9:], [7, 9, 12]),
+        (after_line_3, 1000, goods[9:], [9, 7, 12]),
+    ]
+    for position, max_spans, expected, numbers in cases:
+        with SpanLog(store_path, create=False) as log:
+            assert log.read(position, max_spans=max_spans) == (expected, LogPosition(1, len(data)))
+            assert _skips(log) == [(segment_name(1), n, n == 12) for n in numbers], (position, max_spans)
+
+
+_LINE_KINDS = st.sampled_from(["good", "good", "good", "big", "blank", "spaces", "corrupt", "truncated", "metrics"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kinds=st.lists(_LINE_KINDS, max_size=12),
+    tail=st.sampled_from([b"", b"{", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7']),
+    block=st.sampled_from([1, 3, 64, 700]),
+)
+def test_any_segment_reads_in_any_block_size_as_in_one_block(kinds: list[str], tail: bytes, block: int) -> None:
+    """Whatever lines a segment holds (blank, corrupt, truncated, other signals, longer than a block) and however it
+    ends, reading it in blocks of any size gives the spans, positions, counters and skipped lines of one block."""
+    spans = pool()
+    lines = []
+    for i, kind in enumerate(kinds):
+        line = encode_spans(list(spans[i * 5 : i * 5 + 1 + i % 4]))[0][:-1]
+        lines.append(
+            {
+                "good": line,
+                "big": encode_spans(list(spans[100:160]))[0][:-1],
+                "blank": b"",
+                "spaces": b"  \t",
+                "corrupt": b"{not json: line %d}" % i,
+                "truncated": line[: len(line) // 2],
+                "metrics": b'{"resourceMetrics":[]}',
+            }[kind]
+        )
+    data = b"".join(line + b"\n" for line in lines) + tail
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "store"
+        SpanLog(path).close()
+        (path / segment_name(1)).write_bytes(data)
+        middle = LogPosition(1, data.find(b"\n", len(data) // 2) + 1)  # a line start, or (1, 0)
+        in_one_block = _reads(path, middle)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(log_module, "_READ_BLOCK_BYTES", block)
+            assert _reads(path, middle) == in_one_block

@@ -14,16 +14,6 @@ from spanstore.log import LOCK_NAME, MARKER_NAME, SpanLog, segment_name
 from tests.test_log import line_spans
 
 
-class _CountingList(list):  # type: ignore[type-arg]
-    """A list that counts indexing: the work a reader does per line, without timing anything."""
-
-    indexed = 0
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]
-        _CountingList.indexed += 1
-        return super().__getitem__(index)
-
-
 def _store_with_bad_lines(path: Path, bad: int) -> list:
     """A store whose one segment holds a good line, ``bad`` corrupt lines, and a good line."""
     batches = line_spans(2)
@@ -38,26 +28,30 @@ def _store_with_bad_lines(path: Path, bad: int) -> list:
 
 
 def test_skipping_corrupt_lines_is_linear_in_their_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reading a segment with n corrupt lines indexes its lines O(n) times, not O(n²) (offsets computed once)."""
+    """Numbering n corrupt lines counts each byte of the segment at most twice, forward or newest first, not once per
+    corrupt line (O(n²)): the count goes on from the last line numbered."""
     bad = 3_000
     expected = _store_with_bad_lines(tmp_path / "store", bad)
-    load = SpanLog._load
+    size = (tmp_path / "store" / segment_name(1)).stat().st_size
+    newlines = log_module._SegmentRead._newlines
+    counted = [0]
 
-    def counting_load(self, *args):  # type: ignore[no-untyped-def]
-        chunk = load(self, *args)
-        if chunk is not None:
-            chunk.pieces = _CountingList(chunk.pieces)
-        return chunk
+    def counting(self, lo: int, hi: int) -> int:  # type: ignore[no-untyped-def]
+        counted[0] += hi - lo
+        return newlines(self, lo, hi)
 
-    monkeypatch.setattr(SpanLog, "_load", counting_load)
-    _CountingList.indexed = 0
-    with SpanLog(tmp_path / "store", create=False) as log:
-        spans, _ = log.read()
-        stats = log.stats()
-    assert spans == expected
-    assert stats.skipped_line_count == bad
-    assert [s.line_number for s in stats.skipped_lines][-1] == bad + 1
-    assert _CountingList.indexed <= 4 * (bad + 2)  # quadratic would be ~bad²/2 = 4.5 million
+    monkeypatch.setattr(log_module._SegmentRead, "_newlines", counting)
+    for read in ("forward", "newest first"):
+        counted[0] = 0
+        with SpanLog(tmp_path / "store", create=False) as log:
+            spans, _ = log.read() if read == "forward" else log.read(max_spans=len(expected))
+            stats = log.stats()
+        assert spans == expected
+        assert stats.skipped_line_count == bad
+        # the last 100 met: lines 2 to bad + 1 are the corrupt ones, met last to first when reading newest first
+        kept = range(bad + 2 - 100, bad + 2) if read == "forward" else range(101, 1, -1)
+        assert [s.line_number for s in stats.skipped_lines] == list(kept), read
+        assert counted[0] <= 2 * size, read  # quadratic would be ~bad/2 segments' worth
 
 
 def test_skipped_lines_make_one_summarized_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
