@@ -595,6 +595,7 @@ def _read_state(source: _FrameReader, header: IndexHeader) -> LoadedIndex:
 
     columns = SpanColumns()
     columns.first_chunk, columns.next_seq, columns.shared_bytes, chunk_count = source.obj()
+    columns.dead_high = columns.next_seq - 1  # the lists may hold rows killed since the last compaction
     columns.names = _read_table(source, lambda value: value)
     columns.resources = _read_table(source, _unpack_resource)
     columns.scopes = _read_table(source, _unpack_scope)

@@ -424,6 +424,33 @@ def test_compaction_keeps_indices_exact_through_a_long_eviction_run() -> None:
     assert newest[0].start_time_unix_nano == max(i for i in range(20_000) if i % 7 == 3)
     assert sum(len(posting_seqs(v)) for v in store._columns.by_name.values()) < 2 * 500 + 4096
     assert len(store._columns.chunks) <= 2 + 500 // CHUNK_ROWS  # chunks of evicted rows are freed whole
+    with store._lock:
+        store._compact_locked()
+    assert store._columns.dead_high == -1
+    store._check()  # and so no posting list holds a dead row
+
+
+def test_compaction_drops_every_dead_row_when_traces_interleave() -> None:
+    """Spans of concurrent traces arrive interleaved, so evicting the oldest trace leaves holes between live rows:
+    compaction filters them out of every posting list, and queries see only live spans."""
+    from spanstore import AttributeMap
+
+    store = SpanStore(max_spans=500)
+    for i in range(20_000):
+        trace = (i // 12) * 3 + i % 3 + 1  # three traces at a time, their spans alternating
+        attributes = AttributeMap.of({"n": i % 7, "user": f"u{i % 501}"})
+        store.add(make_span(trace, i + 1, start=i, attributes=attributes))
+        if i % 4999 == 0:
+            with store._lock:
+                store._compact_locked()
+            store._check()
+    with store._lock:
+        store._compact_locked()
+    store._check()
+    held = query_spans(store)
+    assert 0 < len(held) <= 500
+    found = query_spans(store, attributes={"user": "u7"})
+    assert found and [s.span_id for s in found] == [s.span_id for s in held if s.attributes["user"] == "u7"]
 
 
 def test_seqs_are_renumbered_before_they_overflow() -> None:
