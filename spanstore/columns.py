@@ -485,7 +485,7 @@ def _hex_int(value: str | None) -> int | None:
         try:
             number = int(value, 16)
             # int() also takes "0x", "_", signs and upper case: only the canonical form round-trips
-            canonical = number.to_bytes(8, "big").hex()
+            canonical = _hex(number)
         except (ValueError, OverflowError):
             return None
         if canonical == value:
@@ -627,14 +627,7 @@ class SpanColumns:
         name = span.name
         indexed = self.indexed
         if indexed:
-            index = self.by_name
-            posting = index.get(name)
-            if posting is None:
-                index[name] = seq
-            elif type(posting) is int:
-                index[name] = array(SEQ_TYPE, (posting, seq))
-            else:
-                posting.append(seq)
+            _post(self.by_name, name, seq)
         resource = span.resource
         cached = self._resource_cache.get(id(resource))
         if cached is not None and cached[0] is resource and self.resources.values[cached[1]] is cached[3]:
@@ -667,28 +660,14 @@ class SpanColumns:
             self._scope_cache[id(scope)] = (scope, sid, self.scopes.values[sid])
         chunk.traces.append(trace_id)
         if indexed:
-            index = self.by_service
-            posting = index.get(service)
-            if posting is None:
-                index[service] = seq
-            elif type(posting) is int:
-                index[service] = array(SEQ_TYPE, (posting, seq))
-            else:
-                posting.append(seq)
+            _post(self.by_service, service, seq)
             if status:  # UNSET is nearly every span: its list would cost 4 bytes a span and narrow nothing
                 _post(self.by_status, status, seq)
                 if status == _ERROR:
                     _post(self.by_failing_service, service, seq)
             duration = end - start
             bucket = int(_log2(duration) * 4) if duration > 1 else 0
-            index = self.by_duration
-            posting = index.get(bucket)
-            if posting is None:
-                index[bucket] = seq
-            elif type(posting) is int:
-                index[bucket] = array(SEQ_TYPE, (posting, seq))
-            else:
-                posting.append(seq)
+            _post(self.by_duration, bucket, seq)
             for error_type in error_types:
                 _post(self.by_error_type, error_type, seq)
 
@@ -963,7 +942,7 @@ class SpanColumns:
             payload[position] = attribute.strings.values[payload[position]]
         count = len(keys)
         attributes = AttributeMap(keys, tuple(payload[1 : count + 1])) if count else EMPTY_ATTRIBUTES
-        parent = chunk.parents[slot].to_bytes(8, "big").hex() if bits & _HAS_PARENT else None
+        parent = _hex(chunk.parents[slot]) if bits & _HAS_PARENT else None
         if bits & _HAS_EXTRA:
             (odd_id, odd_parent, message, state, dropped_attributes, dropped_events, dropped_links, events, links) = (
                 payload[count + 1]
@@ -991,7 +970,7 @@ class SpanColumns:
             )
         return StoredSpan(
             trace_id=chunk.traces[slot],
-            span_id=chunk.span_ids[slot].to_bytes(8, "big").hex(),
+            span_id=_hex(chunk.span_ids[slot]),
             parent_span_id=parent,
             name=self.names.values[name_id],
             kind=_KINDS[bits & _KIND_BITS],

@@ -1,13 +1,13 @@
 """The span model: what a stored span is.
 
-Every type here is an immutable msgspec ``Struct`` (or ``IntEnum``). A span is never changed once built, so the
-store can hand the very objects it holds to callers: nobody can corrupt the store through a result, and no lock
-is needed to read one.
+Every type here is an immutable msgspec ``Struct`` (or ``IntEnum``). A span is never changed once built: a query's
+results are fresh spans built from the store's packed rows (:mod:`spanstore.columns`), safe to share between
+threads, and nobody can corrupt the store through one.
 
-Memory is the design constraint (a full default store must stay under 256 MB), so:
+Spans wait in memory between conversion and the store, the log writer or a decoded batch, so they stay compact:
 
-* ids and names are interned strings (a child's ``parent_span_id`` is the very string of its parent's
-  ``span_id``; every span of a trace shares one ``trace_id`` string);
+* names and trace ids are interned strings (the spans of a trace share one ``trace_id`` string); span ids are
+  unique, so :func:`from_readable_span` does not intern them (the store keeps them as 64-bit ints);
 * attributes are an :class:`AttributeMap`: a shared tuple of keys plus a tuple of values, about a third of the
   size of a ``dict``;
 * :class:`Resource` and :class:`Scope` are shared between the spans that have them, not copied;

@@ -90,7 +90,7 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
 _UINT32_MAX = (1 << 32) - 1
-_INTERN_MAX_LEN = 64  # as model._sdk_attributes: short values repeat (enums, routes), long ones rarely do
+_INTERN_MAX_LEN = 64  # short values repeat (enums, routes), long ones rarely do
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()

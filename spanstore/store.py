@@ -94,7 +94,6 @@ _INDEXED_COUNTERS = (
     "_dropped_trace_cap",
     "_dropped_invalid",
     "_dead_since_compaction",
-    "_chunks_since_trim",
     "_service_counts",
 )
 # Freed chunks (of 1,024 rows) between two hand-backs of free C heap pages to the operating system.
@@ -421,8 +420,9 @@ class SpanStore:
         from spanstore.log import index_name
 
         self._columns, self._traces, self._trace_order, counters = loaded.state
-        for name, value in counters.items():
-            setattr(self, name, value)
+        for name in _INDEXED_COUNTERS:  # only these: a file names no other attribute of the store
+            if name in counters:
+                setattr(self, name, counters[name])
         name = os.path.splitext(index_name(loaded.last_segment))[0]
         self._index_report.update(loaded=name, spans_loaded=self._span_count)
         self._log.restore_skipped(loaded.header.skipped)
@@ -725,7 +725,7 @@ class SpanStore:
     def _compact_locked(self) -> None:
         """Drop dead seqs from every posting list (cut the front, filter holes), and empty lists.
 
-        Then hand the freed memory back to the operating system: rows evicted since the last compaction (a quarter
+        Then hand the freed memory back to the operating system: rows evicted since the last compaction (an eighth
         of the store) leave holes in the C heap that glibc keeps otherwise, and RSS would creep ~30% above what the
         store holds (measured on the workload families fed to 10x capacity).
         """
@@ -1084,15 +1084,8 @@ def release_free_memory() -> None:
     Replaying a log frees as much as it keeps (file buffers, lines, decoder temporaries), interleaved with the
     spans that stay; glibc keeps such freed blocks in the process, ~90 MB at a full default store, unless asked.
     """
-    import ctypes
-    import ctypes.util
-
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_free_memory()
 
 
 def now_unix_nano() -> int:
